@@ -1,0 +1,20 @@
+"""niche: turn general pretrained language models into small, fast, specialized text models.
+
+The public API::
+
+    from niche import TextClassifier, read_labeled
+    clf = TextClassifier("transformer", epochs=3).fit(read_labeled("train.csv"))
+    clf.evaluate(read_labeled("test.csv"), out_dir="report/")
+    clf.save("my-model")
+"""
+
+__version__ = "0.1.0"
+
+from .classifier import TextClassifier  # noqa: E402
+from .data import LabeledData, inspect, read_labeled, stratified_split  # noqa: E402
+from .errors import ConfigError, DataError, ModelLoadError, NicheError, ResumeError  # noqa: E402
+
+__all__ = [
+    "TextClassifier", "LabeledData", "read_labeled", "inspect", "stratified_split",
+    "NicheError", "DataError", "ConfigError", "ModelLoadError", "ResumeError", "__version__",
+]

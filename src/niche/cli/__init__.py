@@ -1,0 +1,254 @@
+"""The ``niche`` command line: thin typer adapters over the library.
+
+Every command catches :class:`~niche.errors.NicheError`, prints its message (which says the fix)
+and exits non-zero; anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import NicheError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="niche: specialized text classifiers from pretrained language models, offline, on CPU.")
+data_app = typer.Typer(no_args_is_help=True, help="Look at data files before training.")
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NicheError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]; rerun with --resume to continue where it stopped.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def metrics_side_by_side(named: dict[str, dict[str, Any]], title: str = "") -> Table:
+    table = Table(title=title or None)
+    table.add_column("metric")
+    for name in named:
+        table.add_column(name, justify="right")
+    rows = [("accuracy", lambda m: m["accuracy"])] + [
+        (f"{a} {k}", (lambda a, k: lambda m: m[a][k])(a, k)) for a in ("macro", "weighted") for k in ("precision", "recall", "f1")
+    ] + [("micro f1", lambda m: m["micro"]["f1"]), ("examples", lambda m: m["n"])]
+    for label, get in rows:
+        table.add_row(label, *[f"{get(m):.4f}" if isinstance(get(m), float) else str(get(m)) for m in named.values()])
+    return table
+
+
+@app.command()
+@_friendly
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Training file (CSV, TSV, JSONL or Parquet).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write (atomically).")],
+    eval_path: Annotated[Optional[Path], typer.Option("--eval", help="Dev file; default: a stratified split of --data.")] = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    family: Annotated[str, typer.Option("--family", help="transformer | sparse")] = "transformer",
+    base: Annotated[Optional[str], typer.Option("--base", help="Base encoder: local dir or HF name (default all-MiniLM-L6-v2, offline).")] = None,
+    max_len: Annotated[Optional[int], typer.Option("--max-len", help="Max tokens per text.")] = None,
+    truncation: Annotated[Optional[str], typer.Option("--truncation", help="Long-text policy: head | tail | head+tail.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Early-stopping patience (evaluations); 0 = off.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Evaluate every N steps (0 = each epoch).")] = None,
+    class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency.")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Checkpoint every N steps.")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Default: OUT.checkpoints")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    dev_fraction: Annotated[float, typer.Option("--dev-fraction", help="Held-out share when --eval is not given.")] = 0.1,
+    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Skip (and count) rows with empty text instead of failing.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (0 = default).")] = None,
+    test_path: Annotated[Optional[Path], typer.Option("--test", help="Also evaluate on this file; report in OUT/eval-test/.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a classifier on a labeled file and save it as a model directory."""
+    from ..classifier import TextClassifier
+    from ..data import read_labeled
+
+    names = {"base": base, "max_len": max_len, "truncation": truncation, "epochs": epochs, "batch_size": batch_size,
+             "lr": lr, "patience": patience, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
+             "seed": seed, "device": device, "threads": threads}
+    if class_weights:
+        names["class_weights"] = True
+    params = {k: v for k, v in names.items() if v is not None}
+    if family == "sparse":
+        ignored = sorted(set(params) - {"seed"})
+        if ignored:
+            err.print(f"[yellow]note:[/] {', '.join(ignored)} do not apply to the sparse family and are ignored.")
+        params = {k: v for k, v in params.items() if k == "seed"}
+    train_data = read_labeled(data, text_col, label_col, skip_empty=skip_empty)
+    if train_data.skipped:
+        err.print(f"[yellow]skipped {train_data.skipped} rows with empty text[/] in {data}")
+    dev = read_labeled(eval_path, text_col, label_col, skip_empty=skip_empty) if eval_path else None
+    test = read_labeled(test_path, text_col, label_col, skip_empty=skip_empty) if test_path else None
+    ckpt = checkpoint_dir or out_dir.with_name(out_dir.name + ".checkpoints")
+    clf = TextClassifier(family, **params)
+    clf.fit(train_data, eval_data=dev, dev_fraction=dev_fraction, checkpoint_dir=ckpt if family != "sparse" else None,
+            resume=resume, progress=not quiet)
+    reports = {"dev": clf.info_["metrics"]["dev"]}
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="niche-eval-") as tmp:
+        if test is not None:
+            reports["test"] = clf.evaluate(test, out_dir=Path(tmp) / "eval-test")
+            clf.info_["metrics"]["test"] = reports["test"]
+        clf.save(out_dir)
+        if test is not None:
+            shutil.move(str(Path(tmp) / "eval-test"), str(out_dir / "eval-test"))
+    if family != "sparse":
+        shutil.rmtree(ckpt, ignore_errors=True)  # the model is safely saved; checkpoints are no longer needed
+    out.print(metrics_side_by_side(reports, title=f"{family} model -> {out_dir}"))
+    out.print(f"trained in {clf.info_['training']['seconds']:.1f} s; saved to [bold]{out_dir}[/]")
+
+
+@app.command()
+@_friendly
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model directory.")],
+    data: Annotated[Path, typer.Argument(help="Labeled file to score.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write metrics.json, confusion_matrix.png, misclassified.csv, report.md here.")] = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Evaluate a model directory on a labeled file."""
+    from tqdm.auto import tqdm
+
+    from ..classifier import TextClassifier
+    from ..data import read_labeled
+
+    clf = TextClassifier.load(model)
+    ds = read_labeled(data, text_col, label_col)
+    with tqdm(total=len(ds), desc="evaluating", unit="text", disable=quiet) as bar:
+        metrics = clf.evaluate(ds, out_dir=out_dir, batch_size=batch_size, progress=bar)
+    if as_json:
+        print(json.dumps(metrics, indent=2, ensure_ascii=False))
+        return
+    out.print(metrics_side_by_side({data.name: metrics}, title=f"{model.name} ({clf.family})"))
+    if out_dir:
+        out.print(f"report written to [bold]{out_dir}[/]")
+
+
+@app.command()
+@_friendly
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model directory.")],
+    input_path: Annotated[Optional[Path], typer.Argument(help="CSV/TSV/JSONL/Parquet file to score.")] = None,
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="A text to classify (repeatable).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", help="Output .csv/.tsv/.jsonl (resumes if interrupted).")] = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels shown per --text.")] = 3,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output instead of resuming.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Classify --text strings, or a whole file into --out."""
+    from ..classifier import TextClassifier
+    from ..errors import ConfigError
+
+    if (text is None) == (input_path is None):
+        raise ConfigError("give either --text \"...\" or an INPUT file with --out OUTPUT (not both, not neither).")
+    if input_path is not None and output is None:
+        raise ConfigError(f"scoring {input_path} needs --out OUTPUT (.csv, .tsv or .jsonl).")
+    clf = TextClassifier.load(model)
+    if text is not None:
+        proba = clf.predict_proba(text)
+        for t, p in zip(text, proba):
+            order = p.argsort()[::-1][:top_k]
+            out.print(f"[bold]{clf.classes_[order[0]]}[/]\t" + "  ".join(f"{clf.classes_[i]}={p[i]:.4f}" for i in order)
+                      + f"\t{t[:80]!r}", highlight=False)
+        return
+    from ..predict import predict_file
+
+    res = predict_file(clf, input_path, output, model_dir=str(model), text_col=text_col, batch_size=batch_size,
+                       overwrite=overwrite, progress=not quiet)
+    note = f" (resumed after {res['resumed_from']} rows)" if res["resumed_from"] else ""
+    out.print(f"{res['rows']} rows -> {output}{note}")
+
+
+@data_app.command("inspect")
+@_friendly
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="Labeled file.")],
+    eval_path: Annotated[Optional[Path], typer.Option("--eval", help="An evaluation file to check for overlap.")] = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Base model whose tokenizer counts tokens; 'none' = whitespace.")] = "all-MiniLM-L6-v2",
+    skip_empty: Annotated[bool, typer.Option("--skip-empty")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Class counts, lengths, duplicates, train/eval overlap and warnings."""
+    from ..data import inspect
+
+    tok = None
+    if tokenizer != "none":
+        from transformers import AutoTokenizer
+
+        from ..families.transformer import resolve_base
+
+        tok = AutoTokenizer.from_pretrained(resolve_base(tokenizer))
+    rep = inspect(path, eval_path, text_col, label_col, tokenizer=tok, skip_empty=skip_empty)
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
+        return
+    out.print(f"[bold]{rep.file}[/]: {rep.rows} rows, {len(rep.class_counts)} classes"
+              + (f", {rep.skipped_empty} empty skipped" if rep.skipped_empty else ""))
+    t = Table(title="class counts")
+    t.add_column("label")
+    t.add_column("rows", justify="right")
+    t.add_column("share", justify="right")
+    for lab, n in rep.class_counts.items():
+        t.add_row(lab, str(n), f"{n / rep.rows:.1%}")
+    out.print(t)
+    lt = Table(title="text length")
+    lt.add_column("unit")
+    for k in rep.chars:
+        lt.add_column(k, justify="right")
+    lt.add_row("characters", *[f"{v:.0f}" for v in rep.chars.values()])
+    lt.add_row(f"tokens ({Path(rep.tokenizer).name})", *[f"{v:.0f}" for v in rep.tokens.values()])
+    out.print(lt)
+    out.print(f"duplicate texts within the file: {rep.duplicate_texts} (texts with conflicting labels: {rep.conflicting_duplicates})")
+    if rep.eval_file:
+        out.print(f"{rep.eval_file}: {rep.eval_rows} rows, {rep.eval_duplicate_texts} duplicates; "
+                  f"texts in both files: {rep.overlap_texts}")
+    for w in rep.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

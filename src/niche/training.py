@@ -1,0 +1,298 @@
+"""The explicit fine-tuning loop for the transformer family.
+
+AdamW, linear warm-up then linear decay, gradient clipping, optional class weights,
+length-grouped batches with dynamic padding, evaluation on dev macro-F1 with early stopping,
+and resumable checkpoints.
+
+Checkpoints (all safetensors + JSON, never pickle) live in ``ckpt_dir/step-N/``: model weights,
+AdamW moments, scheduler/loop state and the torch RNG state. The batch order of an epoch is a
+pure function of (seed, epoch), so a resumed run skips exactly the batches already done and
+reproduces an uninterrupted run step for step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+
+from .config import TransformerConfig
+from .errors import ResumeError
+from .families.transformer import TransformerModel
+
+log = logging.getLogger(__name__)
+
+BEST = "best.safetensors"
+
+
+@dataclass
+class TrainState:
+    """Loop position and early-stopping bookkeeping, saved in every checkpoint."""
+
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    total_steps: int = 0
+    best_f1: float = -1.0
+    best_step: int = -1
+    bad_evals: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    losses: list[list[float]] = field(default_factory=list)  # [step, mean loss since last record]
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """The batches of one epoch, deterministic in (seed, epoch).
+
+    With ``group_by_length``: shuffle, cut into mega-batches of 50 batches, sort each by length,
+    split into batches and shuffle the batch order (as Hugging Face's LengthGroupedSampler), so
+    each batch holds texts of similar length and padding is small, while every epoch still sees
+    a fresh random order.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [perm[i: i + batch_size].tolist() for i in range(0, len(perm), batch_size)]
+    mega = batch_size * 50
+    batches = []
+    for s in range(0, len(perm), mega):
+        chunk = sorted(perm[s: s + mega].tolist(), key=lambda i: -lengths[i])
+        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+    # keep the longest batch first (fail fast on memory), shuffle the rest
+    first = max(range(len(batches)), key=lambda b: lengths[batches[b][0]])
+    rest = [b for i, b in enumerate(batches) if i != first]
+    order = rng.permutation(len(rest))
+    return [batches[first]] + [rest[i] for i in order]
+
+
+def fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# -- checkpoint I/O ------------------------------------------------------------------------------
+
+def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    save_file(tensors, str(path))
+    return {"param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path, groups: dict[str, Any]) -> None:
+    tensors = load_file(str(path))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    if not ckpt_dir.is_dir():
+        return None
+    done = [p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def save_checkpoint(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                    state: TrainState, fp: str) -> Path:
+    """Write ``step-N`` atomically (temp dir, then rename) and drop older step dirs."""
+    final = ckpt_dir / f"step-{state.global_step}"
+    tmp = ckpt_dir / f".tmp-step-{state.global_step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_state_dict(model), str(tmp / "model.safetensors"))
+    groups = _save_optimizer(opt, tmp / "optimizer.safetensors")
+    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    meta = {"fingerprint": fp, "state": asdict(state), "scheduler": sched.state_dict(), "optimizer": groups,
+            "python_random": list(random.getstate()[1])}
+    (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in ckpt_dir.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if torch.is_tensor(o):
+        return o.item() if o.numel() == 1 else o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+def train_transformer(
+    tm: TransformerModel,
+    train_ids: list[list[int]],
+    train_y: np.ndarray,
+    dev_ids: list[list[int]],
+    dev_y: np.ndarray,
+    cfg: TransformerConfig,
+    ckpt_dir: Path,
+    fp: str,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: tuple[Callable[[TrainState], None], ...] = (),
+) -> TrainState:
+    """Fine-tune ``tm.model`` in place; on return it holds the best-on-dev weights.
+
+    Args:
+        ckpt_dir: where resumable checkpoints go.
+        fp: fingerprint of data + settings; a checkpoint with another fingerprint is refused.
+        resume: continue from the latest checkpoint in ``ckpt_dir`` (fresh start if there is none).
+        callbacks: called with the state after every optimizer step (and its checkpoint).
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    model, device = tm.model, tm.device
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    n_classes = model.config.num_labels
+    lengths = [len(x) for x in train_ids]
+    steps_per_epoch = (len(train_ids) + cfg.batch_size - 1) // cfg.batch_size
+    state = TrainState(total_steps=steps_per_epoch * cfg.epochs)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * state.total_steps), state.total_steps)
+
+    weight = None
+    if cfg.class_weights:
+        counts = np.bincount(train_y, minlength=n_classes).astype(np.float64)
+        w = len(train_y) / (n_classes * np.maximum(counts, 1))
+        weight = torch.tensor(w, dtype=torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None and not resume:
+        raise ResumeError(
+            f"{ckpt_dir} holds a checkpoint ({last.name}) of an interrupted run. Pass --resume to continue it, "
+            f"or delete {ckpt_dir} to start over."
+        )
+    if last is not None:
+        meta = json.loads((last / "state.json").read_text())
+        if meta["fingerprint"] != fp:
+            raise ResumeError(
+                f"{last}: this checkpoint belongs to a run with other data or settings (fingerprint "
+                f"{meta['fingerprint']} != {fp}). Resume with the same --data/--eval and flags, or delete {ckpt_dir}."
+            )
+        model.load_state_dict(load_file(str(last / "model.safetensors"), device=str(device)))
+        _load_optimizer(opt, last / "optimizer.safetensors", meta["optimizer"])
+        sched.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(load_file(str(last / "rng.safetensors"))["torch_cpu"])
+        random.setstate((3, tuple(meta["python_random"]), None))
+        state = TrainState(**meta["state"])
+        log.info("resuming from %s (step %d of %d)", last, state.global_step, state.total_steps)
+
+    def evaluate_dev() -> float:
+        logits = tm.logits_for_ids(dev_ids)
+        f1 = float(f1_score(dev_y, logits.argmax(1), average="macro", labels=list(range(n_classes)), zero_division=0))
+        acc = float((logits.argmax(1) == dev_y).mean())
+        state.evals.append({"step": state.global_step, "epoch": state.epoch, "dev_macro_f1": f1, "dev_accuracy": acc})
+        if f1 > state.best_f1:
+            state.best_f1, state.best_step, state.bad_evals = f1, state.global_step, 0
+            tmp = ckpt_dir / f".{BEST}.tmp"
+            save_file(_state_dict(model), str(tmp))
+            os.replace(tmp, ckpt_dir / BEST)
+        else:
+            state.bad_evals += 1
+        return f1
+
+    model.train()
+    bar = tqdm(total=state.total_steps, initial=state.global_step, desc="fine-tuning", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter() - state.seconds
+    loss_acc, loss_n = 0.0, 0
+    while state.epoch < cfg.epochs and not state.stopped_early:
+        batches = batch_order(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+        for b in batches[state.step_in_epoch:]:
+            inputs = tm.collate([train_ids[i] for i in b])
+            labels = torch.as_tensor(train_y[b], dtype=torch.long, device=device)
+            logits = model(**inputs).logits
+            loss = loss_fn(logits.float(), labels)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state.global_step += 1
+            state.step_in_epoch += 1
+            loss_acc += float(loss.detach())
+            loss_n += 1
+            if state.global_step % 10 == 0:
+                state.losses.append([state.global_step, loss_acc / loss_n])
+                bar.set_postfix(loss=f"{loss_acc / loss_n:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                                best_f1=f"{max(state.best_f1, 0):.4f}")
+                loss_acc, loss_n = 0.0, 0
+            end_of_epoch = state.step_in_epoch == len(batches)
+            if end_of_epoch:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            evaluated = False
+            if (cfg.eval_every and state.global_step % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch) \
+                    or state.global_step == state.total_steps:
+                if not (state.evals and state.evals[-1]["step"] == state.global_step):
+                    f1 = evaluate_dev()
+                    evaluated = True
+                    bar.write(f"step {state.global_step}: dev macro-F1 {f1:.4f} (best {state.best_f1:.4f})") \
+                        if progress else None
+                    model.train()
+                    if cfg.patience and state.bad_evals >= cfg.patience:
+                        state.stopped_early = True
+            bar.update(1)
+            state.seconds = time.perf_counter() - t0
+            if evaluated or state.global_step % cfg.checkpoint_every == 0 or state.stopped_early:
+                save_checkpoint(ckpt_dir, model, opt, sched, state, fp)
+            for cb in callbacks:
+                cb(state)
+            if state.stopped_early or end_of_epoch:
+                break
+    bar.close()
+    if not state.evals:  # e.g. zero steps left after resume: still have a dev score
+        evaluate_dev()
+    best = ckpt_dir / BEST
+    if best.is_file():
+        model.load_state_dict(load_file(str(best), device=str(device)))
+    model.eval()
+    state.seconds = time.perf_counter() - t0
+    return state
