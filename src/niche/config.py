@@ -32,6 +32,10 @@ class TransformerConfig:
     batch_size: int = 32
     lr: float = 5e-5
     """Peak AdamW learning rate."""
+    head_lr_mult: float = 20.0
+    """Learning-rate multiplier for the freshly initialized head (classifier + pooler): the encoder
+    is pretrained and needs small steps, the random head needs large ones. Sentence-embedding bases
+    such as all-MiniLM-L6-v2 learn a many-class head very slowly at the encoder's rate."""
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     """Fraction of steps with linear warm-up; then linear decay to 0."""

@@ -187,10 +187,14 @@ def train_transformer(
     state = TrainState(total_steps=steps_per_epoch * cfg.epochs)
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
+    head_prefixes = ("classifier.", "pooler.", "bert.pooler.", "pre_classifier.", "score.")
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for n, p in model.named_parameters():
+        is_head = n.startswith(head_prefixes) or ".pooler." in n
+        groups.setdefault((is_head, n.endswith(no_decay)), []).append(p)
+    params = [{"params": ps, "weight_decay": 0.0 if nd else cfg.weight_decay,
+               "lr": cfg.lr * (cfg.head_lr_mult if head else 1.0)}
+              for (head, nd), ps in sorted(groups.items())]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * state.total_steps), state.total_steps)
 

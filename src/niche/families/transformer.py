@@ -138,8 +138,8 @@ class TransformerModel:
         """Token ids with special tokens, cut to ``max_len`` by the long-text policy."""
         tok = self.tokenizer
         ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        n_special = tok.num_special_tokens_to_add(pair=False)
-        budget = self.cfg.max_len - n_special
+        prefix, suffix = self._special_template()
+        budget = self.cfg.max_len - len(prefix) - len(suffix)
         policy = self.cfg.truncation
         out = []
         for x in ids:
@@ -151,8 +151,24 @@ class TransformerModel:
                 else:  # head+tail
                     h = budget // 4
                     x = x[:h] + x[len(x) - (budget - h):]
-            out.append(tok.build_inputs_with_special_tokens(x))
+            out.append(prefix + list(x) + suffix)
         return out
+
+    def _special_template(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts around one sequence (e.g. [CLS] ... [SEP]),
+        read off a probe encoding so that any tokenizer's template is respected."""
+        if not hasattr(self, "_template"):
+            tok = self.tokenizer
+            probe = "hello"
+            plain = tok(probe, add_special_tokens=False)["input_ids"]
+            full = tok(probe, add_special_tokens=True)["input_ids"]
+            for i in range(len(full) - len(plain) + 1):
+                if full[i: i + len(plain)] == plain:
+                    self._template = (full[:i], full[i + len(plain):])
+                    break
+            else:
+                raise ModelLoadError(f"cannot locate the text inside the tokenizer's special-token template {full}.")
+        return self._template
 
     def collate(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
         """Pad a batch to its longest member (dynamic padding)."""
