@@ -73,6 +73,8 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    head_lr_mult: Annotated[Optional[float], typer.Option("--head-lr-mult", help="LR multiplier for the new classification head.")] = None,
+    warmup_ratio: Annotated[Optional[float], typer.Option("--warmup-ratio")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Early-stopping patience (evaluations); 0 = off.")] = None,
     eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Evaluate every N steps (0 = each epoch).")] = None,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency.")] = False,
@@ -92,7 +94,7 @@ def train(
     from ..data import read_labeled
 
     names = {"base": base, "max_len": max_len, "truncation": truncation, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "patience": patience, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
+             "lr": lr, "head_lr_mult": head_lr_mult, "warmup_ratio": warmup_ratio, "patience": patience, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
              "seed": seed, "device": device, "threads": threads}
     if class_weights:
         names["class_weights"] = True

@@ -10,6 +10,7 @@ training, evaluation, prediction and serving all see the same tokens.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -22,6 +23,24 @@ from ..config import DEFAULT_BASE, TransformerConfig
 from ..errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_hf():
+    """Silence transformers' own progress bars and expected warnings (e.g. "newly initialized
+    classifier weights") while niche loads or saves; niche shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 BASE_ALIASES = {DEFAULT_BASE, "all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -78,27 +97,23 @@ class TransformerModel:
     def from_base(cls, cfg: TransformerConfig, labels: list[str]) -> "TransformerModel":
         """A fresh classification head on top of the base encoder ``cfg.base``."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         src = resolve_base(cfg.base)
         id2label = dict(enumerate(labels))
         label2id = {v: k for k, v in id2label.items()}
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
-        try:
-            tok = AutoTokenizer.from_pretrained(src)
-            torch.manual_seed(cfg.seed)  # the new head's initialization is part of the seeded run
-            model = AutoModelForSequenceClassification.from_pretrained(
-                src, num_labels=len(labels), id2label=id2label, label2id=label2id,
-                ignore_mismatched_sizes=True,
-            )
-        except OSError as e:
-            raise ModelLoadError(
-                f"cannot load base model {cfg.base!r} ({src}): {e}. Pass --base with a local Hugging Face model "
-                "directory (config.json, weights, tokenizer files); hub names need network access."
-            ) from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        with quiet_hf():
+            try:
+                tok = AutoTokenizer.from_pretrained(src)
+                torch.manual_seed(cfg.seed)  # the new head's initialization is part of the seeded run
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    src, num_labels=len(labels), id2label=id2label, label2id=label2id,
+                    ignore_mismatched_sizes=True,
+                )
+            except OSError as e:
+                raise ModelLoadError(
+                    f"cannot load base model {cfg.base!r} ({src}): {e}. Pass --base with a local Hugging Face model "
+                    "directory (config.json, weights, tokenizer files); hub names need network access."
+                ) from None
         if cfg.max_len > getattr(model.config, "max_position_embeddings", 10**9):
             raise ConfigError(
                 f"max_len {cfg.max_len} exceeds the base model's {model.config.max_position_embeddings} positions; "
@@ -116,17 +131,19 @@ class TransformerModel:
                 f"{d}: no model.safetensors; niche loads safetensors weights only (never pickle). "
                 "Re-save the model with save_pretrained(..., safe_serialization=True)."
             )
-        try:
-            tok = AutoTokenizer.from_pretrained(str(d))
-            model = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"{d}: cannot load the transformer model ({e}).") from None
+        with quiet_hf():
+            try:
+                tok = AutoTokenizer.from_pretrained(str(d))
+                model = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True)
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(f"{d}: cannot load the transformer model ({e}).") from None
         model.eval()
         return cls(cfg, model, tok)
 
     def save(self, d: Path) -> None:
-        self.model.save_pretrained(str(d), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(d))
+        with quiet_hf():
+            self.model.save_pretrained(str(d), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(d))
 
     @property
     def labels(self) -> list[str]:
