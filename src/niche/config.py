@@ -135,3 +135,37 @@ def make_config(family: str, **params: Any) -> TransformerConfig | SparseConfig:
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg)
+
+
+@dataclass
+class ServeConfig:
+    """Settings of ``niche serve``."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default; bind 0.0.0.0 only behind your gateway."""
+    port: int = 8000
+    max_batch: int = 64
+    """Most texts per forward pass."""
+    max_wait_ms: float = 5.0
+    """Under load, how long a forming batch waits for more requests (a lone request never waits)."""
+    max_queue: int = 1024
+    """Most requests waiting per model; more get 429 with Retry-After."""
+    max_texts: int = 256
+    """Most texts in one request (413 beyond)."""
+    max_chars: int = 20000
+    """Most characters in one text (413 beyond)."""
+    max_body_bytes: int = 8_000_000
+    """Largest request body (413 beyond)."""
+    api_key: str | None = None
+    """When set, /v1/* requires ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    cors_origins: tuple[str, ...] = ()
+    """CORS is off unless origins are listed."""
+    log_texts: bool = False
+    """Request texts never reach the logs unless this is set."""
+
+    def validate(self) -> None:
+        _positive(self, "max_batch", "max_queue", "max_texts", "max_chars", "max_body_bytes")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}.")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ConfigError("the API key must be at least 8 characters; put a long random string in --api-key-file.")

@@ -245,6 +245,49 @@ def data_inspect(
         out.print(f"[yellow]warning:[/] {w}")
 
 
+@app.command()
+@_friendly
+def serve(
+    model_dirs: Annotated[list[str], typer.Argument(help="Model directories, each served under its directory name or as NAME=DIR.")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="File holding the API key required on /v1/*.")] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Most texts per forward pass.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Batch-forming wait under load.")] = 5.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests per model before 429.")] = 1024,
+    max_texts: Annotated[int, typer.Option("--max-texts", help="Most texts per request.")] = 256,
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Most characters per text.")] = 20000,
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Allow this origin (repeatable); CORS is off by default.")] = None,
+    log_texts: Annotated[bool, typer.Option("--log-texts", help="Log request texts (off by default).")] = False,
+) -> None:
+    """Serve model directories over HTTP (FastAPI + uvicorn) with micro-batching; SIGHUP reloads."""
+    import uvicorn
+
+    from ..config import ServeConfig
+    from ..errors import ConfigError
+    from ..serving.app import create_app
+
+    models: dict[str, str] = {}
+    for spec in model_dirs:
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name, "", spec)
+        if name in models:
+            raise ConfigError(f"two models are named {name!r}; use NAME=DIR to tell them apart.")
+        if not Path(path).is_dir():
+            raise ConfigError(f"{path}: model directory not found.")
+        models[name] = path
+    key = None
+    if api_key_file is not None:
+        if not api_key_file.is_file():
+            raise ConfigError(f"{api_key_file}: API key file not found.")
+        key = api_key_file.read_text().strip()
+    cfg = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                      max_texts=max_texts, max_chars=max_chars, api_key=key, cors_origins=tuple(cors_origin or ()),
+                      log_texts=log_texts)
+    app_ = create_app(models, cfg)
+    out.print(f"serving {', '.join(f'{n} ({p})' for n, p in models.items())} on http://{host}:{port}  (docs: /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
+
+
 def _bundled_banking77() -> Path:
     for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
         d = root / "data" / "banking77"
