@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.niche-installed
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench venv clean browser
 
 venv: $(STAMP)
 
@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/niche demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The page test drives Debian's chromium; install it where we can, else the test skips.
+browser:
+	@scripts/install-browser.sh
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -187,3 +187,55 @@ def test_reload_under_load_loses_no_request(model_dirs, tmp_path: Path) -> None:
     rel, rs, first, after = asyncio.run(main())
     assert rel.status_code == 200 and rel.json()["reloaded"] is True and after > first
     assert [r.status_code for r in rs] == [200] * 200
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_niche_serve_cli_on_loopback_with_sighup_reload(model_dirs, tmp_path: Path) -> None:
+    """A real `niche serve` process: readiness, auth, classify, SIGHUP reload, clean shutdown."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = _free_port()
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "niche", "serve", f"intents={model_dirs['sp']}", str(model_dirs["tf"]),
+                             "--port", str(port), "--api-key-file", str(keyfile)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        models = httpx.get(f"{base}/v1/models", headers=auth).json()["models"]
+        assert sorted(m["name"] for m in models) == ["intents", "tf"]
+        assert httpx.post(f"{base}/v1/models/intents/classify", json={"inputs": "good"}).status_code == 401
+        r = httpx.post(f"{base}/v1/models/intents/classify", json={"inputs": "great food"}, headers=auth)
+        assert r.status_code == 200 and r.json()["predictions"][0]["labels"][0]["label"] == "pos"
+        before = {m["name"]: m["loaded_at"] for m in models}
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.time() + 30
+        after = before
+        while time.time() < deadline and after == before:
+            time.sleep(0.2)
+            after = {m["name"]: m["loaded_at"] for m in httpx.get(f"{base}/v1/models", headers=auth).json()["models"]}
+        assert all(after[n] > before[n] for n in before), (before, after)
+    finally:
+        proc.terminate()
+        logs = proc.communicate(timeout=30)[0]
+    assert "great food" not in logs  # request texts stay out of the logs by default
