@@ -196,3 +196,17 @@ def test_read_labeled_feeds_fit(tmp_path: Path, toy_csv) -> None:
     train, dev = toy_csv
     clf = TextClassifier("sparse").fit(read_labeled(train), eval_data=read_labeled(dev))
     assert clf.info_["training"]["dev"] == str(dev)
+
+
+def test_cls_only_inference_matches_stock_forward(fitted: dict[str, TextClassifier]) -> None:
+    """The inference shortcut (last layer for [CLS] only) gives the stock model's logits."""
+    tm = fitted["transformer"].model_
+    texts = toy_texts(50, seed=11)[0] + ["good " * 40, "bad"]  # mixed lengths: padding and truncation
+    enc = tm.encode(texts)
+    assert tm._cls_only_supported()
+    tm.cls_only = False
+    stock = tm.logits_for_ids(enc, batch_size=8)
+    tm.cls_only = True
+    fast = tm.logits_for_ids(enc, batch_size=8)
+    np.testing.assert_allclose(fast, stock, atol=1e-5)
+    assert (fast.argmax(1) == stock.argmax(1)).all()
