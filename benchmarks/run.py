@@ -299,6 +299,8 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], help="dataset(s) to run")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from cached results")
     ap.add_argument("--force", action="store_true", help="rerun jobs whose results exist")
+    ap.add_argument("--job", action="append", default=[], metavar="DATASET:SYSTEM",
+                    help="run only these jobs (e.g. imdb:predict-speed), even if cached")
     ap.add_argument("--smoke", action="store_true", help="tiny subsets, to check the plumbing (numbers meaningless)")
     ap.add_argument("--child", nargs=2, metavar=("DATASET", "SYSTEM"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -311,9 +313,10 @@ def main() -> None:
         sys.exit(f"{SHARED} not found: the benchmark needs the shared datasets (see README).")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not a.render:
-        for name, system in plan(a.only):
+        jobs = [tuple(j.split(":", 1)) for j in a.job] or plan(a.only)
+        for name, system in jobs:
             out = RESULTS / f"{name}-{system}.json"
-            if out.exists() and not a.force:
+            if out.exists() and not a.force and not a.job:
                 print(f"[cached] {name} {system}")
                 continue
             print(f"[run] {name} {system} ...", flush=True)
