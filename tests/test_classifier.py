@@ -210,3 +210,24 @@ def test_cls_only_inference_matches_stock_forward(fitted: dict[str, TextClassifi
     fast = tm.logits_for_ids(enc, batch_size=8)
     np.testing.assert_allclose(fast, stock, atol=1e-5)
     assert (fast.argmax(1) == stock.argmax(1)).all()
+
+
+def test_batch_plan_covers_every_input_once_and_pads_less(fitted: dict[str, TextClassifier]) -> None:
+    from niche.families.transformer import plan_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.permutation(np.r_[rng.integers(4, 20, 290), rng.integers(100, 120, 10)]).tolist()  # a few long
+    fixed = plan_batches(lengths, 32, None)
+    planned = plan_batches(lengths, 32, 64)
+    for plan in (fixed, planned):
+        flat = np.concatenate(plan)
+        assert sorted(flat.tolist()) == list(range(300)) and max(len(g) for g in plan) <= 32
+    padded = lambda plan: sum(len(g) * max(lengths[i] for i in g) for g in plan)  # noqa: E731
+    assert padded(planned) < 0.8 * padded(fixed)
+    assert plan_batches([], 8, 64) == []
+    # and the planned batches give the same logits as one input at a time
+    tm = fitted["transformer"].model_
+    texts = toy_texts(40, seed=5)[0] + ["good " * 30, "bad"]
+    enc = tm.encode(texts)
+    one_by_one = np.concatenate([tm.logits_for_ids([e], batch_size=1) for e in enc])
+    np.testing.assert_allclose(tm.logits_for_ids(enc, batch_size=16), one_by_one, atol=1e-5)

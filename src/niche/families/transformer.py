@@ -92,6 +92,9 @@ class TransformerModel:
         self.device = pick_device(cfg.device)
         self.model.to(self.device)
         self.cls_only = True  # inference shortcut, see _logits_cls_only; set False to force the stock forward
+        # Fixed cost of one forward call, in padded-token equivalents (CPU; measured on 2 cores:
+        # ~8.5 ms per call vs ~0.16 ms per token for MiniLM-L6). See plan_batches.
+        self.call_overhead_tokens = 64
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -241,16 +244,15 @@ class TransformerModel:
     @torch.inference_mode()
     def logits_for_ids(self, encoded: list[list[int]], batch_size: int | None = None,
                        progress: Any = None) -> np.ndarray:
-        """Logits (N, K) in input order; batches are built from length-sorted inputs so that
-        padding is minimal, then scattered back."""
+        """Logits (N, K) in input order. Inputs are sorted by length and cut into batches by
+        :func:`plan_batches` (little padding, few forward calls), then scattered back."""
         bs = batch_size or self.cfg.eval_batch_size
         was_training = self.model.training
         self.model.eval()
-        order = np.argsort([len(x) for x in encoded], kind="stable")[::-1]
+        overhead = self.call_overhead_tokens if self.device.type == "cpu" else None
         out = np.zeros((len(encoded), self.model.config.num_labels), dtype=np.float32)
         fast = self.cls_only and self._cls_only_supported()
-        for s in range(0, len(order), bs):
-            idx = order[s: s + bs]
+        for idx in plan_batches([len(x) for x in encoded], bs, overhead):
             inputs = self.collate([encoded[i] for i in idx])
             logits = self._logits_cls_only(inputs) if fast else self.model(**inputs).logits
             out[idx] = logits.float().cpu().numpy()
@@ -263,6 +265,39 @@ class TransformerModel:
     def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
         logits = self.logits_for_ids(self.encode(texts), batch_size, progress)
         return _softmax(logits)
+
+
+def plan_batches(lengths: list[int], max_batch: int, overhead_tokens: float | None = None) -> list[np.ndarray]:
+    """Cut inputs into forward batches: index arrays, longest inputs first.
+
+    Inputs are sorted by length (descending). With ``overhead_tokens=None`` the sorted list is cut
+    every ``max_batch`` items (right for GPUs, where a batch costs about the same at any size).
+    On a CPU, cost grows with the padded tokens of a batch, ``n * longest``, plus a fixed cost per
+    call; so the cut points are chosen by dynamic programming to minimise
+    ``sum(overhead_tokens + n_b * longest_b)`` over batches of at most ``max_batch`` items. For a
+    micro-batch of short texts of mixed length this is ~2x faster than fixed-size batches
+    (benchmarks/serve_load.py), and it never pads a 5-token text to 80.
+    """
+    n = len(lengths)
+    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]
+    if n == 0:
+        return []
+    if overhead_tokens is None:
+        return [order[s: s + max_batch] for s in range(0, n, max_batch)]
+    L = np.asarray(lengths, dtype=np.float64)[order]
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):  # best[j]: cheapest plan for the first j (longest) inputs
+        i = np.arange(max(0, j - max_batch), j)
+        cost = best[i] + overhead_tokens + (j - i) * L[i]
+        k = int(np.argmin(cost))
+        best[j], cut[j] = cost[k], i[k]
+    groups, j = [], n
+    while j > 0:
+        i = int(cut[j])
+        groups.append(order[i:j])
+        j = i
+    return groups[::-1]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

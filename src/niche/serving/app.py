@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -77,15 +78,81 @@ class Metrics:
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.batch = Histogram("niche_batch_texts", "Texts per model forward pass", ["model"], registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.forward = Histogram("niche_batch_seconds", "Seconds per model forward pass (one batch)", ["model"],
+                                 registry=self.registry, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
         self.queue = Gauge("niche_queue_depth", "Requests waiting for the model", ["model"], registry=self.registry)
         self.load = Gauge("niche_model_load_seconds", "Seconds the last (re)load took", ["model"], registry=self.registry)
+
+
+class LimitsAndMetrics:
+    """Pure ASGI middleware: body-size limit (also for chunked uploads) and per-route request
+    metrics. (Starlette's ``BaseHTTPMiddleware`` costs a task group per request.)"""
+
+    def __init__(self, app: Any, cfg: ServeConfig, metrics: Metrics, error: Any) -> None:
+        self.app, self.cfg, self.metrics, self.error = app, cfg, metrics, error
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        limit = self.cfg.max_body_bytes
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        try:
+            if length is not None and length.isdigit() and int(length) > limit:
+                err = PayloadTooLarge(f"request body is {int(length)} bytes; the limit is {limit}")
+                await self.error(err)(scope, receive, send_and_note)
+            elif scope["method"] == "POST" and length is None:  # chunked upload: count as we read
+                chunks, size, more = [], 0, True
+                while more and size <= limit:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    more = message.get("more_body", False)
+                if size > limit:
+                    err = PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                    await self.error(err)(scope, receive, send_and_note)
+                else:
+                    body, replayed = b"".join(chunks), False
+
+                    async def replay() -> dict:
+                        nonlocal replayed
+                        if not replayed:
+                            replayed = True
+                            return {"type": "http.request", "body": body, "more_body": False}
+                        return await receive()
+
+                    await self.app(scope, replay, send_and_note)
+            else:
+                await self.app(scope, receive, send_and_note)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            labels = (path, scope["method"], str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - t0)
 
 
 def _load(name: str, path: Path, cfg: ServeConfig, metrics: Metrics) -> Slot:
     t0 = time.perf_counter()
     clf = TextClassifier.load(path)
     metrics.load.labels(name).set(time.perf_counter() - t0)
-    batcher = MicroBatcher(lambda texts: clf.predict_proba(texts, batch_size=cfg.max_batch), cfg.max_batch,
+    forward = metrics.forward.labels(name)
+
+    def predict(texts: list[str]):
+        with forward.time():
+            return clf.predict_proba(texts, batch_size=cfg.max_batch)
+
+    batcher = MicroBatcher(predict, cfg.max_batch,
                            cfg.max_wait_ms, cfg.max_queue, on_batch=metrics.batch.labels(name).observe)
     metrics.queue.labels(name).set_function(lambda: batcher.depth)
     return Slot(name, path, clf, batcher, time.time())
@@ -148,33 +215,9 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]]
         return error(InvalidRequest("invalid request body: " + "; ".join(parts)))
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
-            response = error(PayloadTooLarge(f"request body is {length} bytes; the limit is {cfg.max_body_bytes}"))
-        elif request.method == "POST" and length is None:
-            body = b""
-            async for chunk in request.stream():  # chunked upload: count as we read
-                body += chunk
-                if len(body) > cfg.max_body_bytes:
-                    break
-            if len(body) > cfg.max_body_bytes:
-                response = error(PayloadTooLarge(f"request body exceeds the limit of {cfg.max_body_bytes} bytes"))
-            else:
-                request._body = body  # starlette re-reads the cached body
-                response = await call_next(request)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        labels = (path, request.method, str(response.status_code))
-        metrics.requests.labels(*labels).inc()
-        metrics.latency.labels(*labels).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(LimitsAndMetrics, cfg=cfg, metrics=metrics, error=error)
 
-    def check_key(request: Request) -> None:
+    async def check_key(request: Request) -> None:  # async: no thread hop per request
         if cfg.api_key is None:
             return
         given = request.headers.get("x-api-key") or ""
@@ -216,7 +259,7 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
 
     @app.post("/v1/models/{name}/classify", tags=["models"], response_model=ClassifyResponse,
               dependencies=[Depends(check_key)])
-    async def classify(name: str, req: ClassifyRequest) -> ClassifyResponse:
+    async def classify(name: str, req: ClassifyRequest) -> JSONResponse:
         slot = slot_for(name)  # taken once: this request finishes on this model even if a reload swaps it
         texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
         if not texts:
@@ -233,21 +276,24 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         proba = await slot.batcher.submit(texts)
         labels = slot.clf.classes_
         k = min(req.top_k or len(labels), len(labels))
-        preds = []
-        for i, p in enumerate(proba):
-            order = p.argsort()[::-1][:k]
-            preds.append(Prediction(labels=[LabelScore(label=labels[j], score=round(float(p[j]), 6)) for j in order]))
-            if req.explain and slot.clf.family == "transformer":
-                from ..explain import cls_attention
+        order = np.argsort(-proba, axis=1, kind="stable")[:, :k].tolist()
+        scores = proba.round(6).tolist()
+        preds: list[dict[str, Any]] = [{"labels": [{"label": labels[j], "score": p[j]} for j in o], "attention": None}
+                                       for p, o in zip(scores, order)]
+        if req.explain and slot.clf.family == "transformer":
+            from ..explain import cls_attention
 
-                def attend(t: str = texts[i]) -> dict[str, Any]:
+            for i, t in enumerate(texts):
+                def attend(t: str = t) -> dict[str, Any]:
                     return cls_attention(slot.clf, t)
 
                 try:
-                    preds[-1].attention = await slot.batcher.run_exclusive(attend)
+                    preds[i]["attention"] = await slot.batcher.run_exclusive(attend)
                 except RuntimeError:  # this model was swapped out meanwhile; its thread is gone but it is idle
-                    preds[-1].attention = await asyncio.get_running_loop().run_in_executor(None, attend)
-        return ClassifyResponse(model=name, predictions=preds)
+                    preds[i]["attention"] = await asyncio.get_running_loop().run_in_executor(None, attend)
+        # Built as plain JSON (the response_model above documents it): per-label pydantic objects
+        # cost more than the model's forward pass for short texts.
+        return JSONResponse({"model": name, "predictions": preds})
 
     @app.post("/v1/models/{name}/reload", tags=["models"], dependencies=[Depends(check_key)])
     async def reload(name: str) -> dict[str, Any]:
