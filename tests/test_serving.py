@@ -239,3 +239,22 @@ def test_niche_serve_cli_on_loopback_with_sighup_reload(model_dirs, tmp_path: Pa
         proc.terminate()
         logs = proc.communicate(timeout=30)[0]
     assert "great food" not in logs  # request texts stay out of the logs by default
+
+
+def test_serves_onnx_models_like_pytorch_ones(model_dirs, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    from niche.compress import write_onnx
+
+    onnx_dir = tmp_path / "tf-onnx"
+    onnx_dir.mkdir()
+    write_onnx(TextClassifier.load(model_dirs["tf"]), onnx_dir)
+    texts = ["the food was great", "awful service", "good " * 30]
+    with TestClient(create_app({"pt": model_dirs["tf"], "ox": onnx_dir})) as c:
+        listed = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert listed["ox"]["runtime"] == "onnx" and listed["pt"]["runtime"] == "torch"
+        a = c.post("/v1/models/pt/classify", json={"inputs": texts}).json()["predictions"]
+        b = c.post("/v1/models/ox/classify", json={"inputs": texts, "explain": True}).json()["predictions"]
+    for x, y in zip(a, b):
+        assert [v["label"] for v in x["labels"]] == [v["label"] for v in y["labels"]]
+        assert [v["score"] for v in x["labels"]] == pytest.approx([v["score"] for v in y["labels"]], abs=1e-4)
+        assert y["attention"] is None  # no attention maps from an ONNX graph

@@ -168,6 +168,12 @@ class TextClassifier:
             extra = self._fit_transformer(cfg, train, dev, labels, y_train, y_dev, checkpoint_dir, resume,
                                           progress, callbacks, data.sha256())
         seconds = time.perf_counter() - t0
+        self._finish(cfg, labels, str(data.source), data.sha256(), len(train), dev, dev_source, data.skipped, seconds, extra)
+        return self
+
+    def _finish(self, cfg: Any, labels: list[str], source: str, sha: str, rows: int, dev: LabeledData, dev_source: str,
+                skipped: int, seconds: float, extra: dict[str, Any]) -> None:
+        """Set the fitted attributes and the ``niche.json`` metadata (also used by distillation)."""
         self.config_ = cfg
         self.classes_ = labels
         dev_metrics = compute_metrics(dev.labels, self.predict(dev.texts), labels)
@@ -180,14 +186,13 @@ class TextClassifier:
             "labels": labels,
             "config": config_to_dict(cfg),
             "training": {
-                "data": str(data.source), "data_sha256": data.sha256(), "rows": len(train), "dev": dev_source,
-                "dev_rows": len(dev), "skipped_empty": data.skipped, "seconds": round(seconds, 2),
+                "data": source, "data_sha256": sha, "rows": rows, "dev": dev_source,
+                "dev_rows": len(dev), "skipped_empty": skipped, "seconds": round(seconds, 2),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             } | extra,
             "metrics": {"dev": dev_metrics},
             "versions": library_versions(),
         }
-        return self
 
     def _fit_transformer(self, cfg: TransformerConfig, train: LabeledData, dev: LabeledData, labels: list[str],
                          y_train: np.ndarray, y_dev: np.ndarray, checkpoint_dir: str | Path | None, resume: bool,
@@ -320,10 +325,15 @@ class TextClassifier:
             from .families.sparse import SparseModel
 
             self.model_ = SparseModel.load(path, cfg)
+        elif info.get("runtime", "torch") == "onnx":
+            from .families.onnx import OnnxTransformerModel
+
+            self.model_ = OnnxTransformerModel.load(path, cfg)
         else:
             from .families.transformer import TransformerModel
 
             self.model_ = TransformerModel.load(path, cfg)
+        if family != "sparse":
             if self.model_.labels != info["labels"]:
                 raise ModelLoadError(f"{path}: config.json labels differ from {META} labels; the directory is inconsistent.")
         self.config_ = cfg

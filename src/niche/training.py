@@ -164,6 +164,9 @@ def train_transformer(
     resume: bool = False,
     progress: bool = True,
     callbacks: tuple[Callable[[TrainState], None], ...] = (),
+    soft: np.ndarray | None = None,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
 ) -> TrainState:
     """Fine-tune ``tm.model`` in place; on return it holds the best-on-dev weights.
 
@@ -172,6 +175,9 @@ def train_transformer(
         fp: fingerprint of data + settings; a checkpoint with another fingerprint is refused.
         resume: continue from the latest checkpoint in ``ckpt_dir`` (fresh start if there is none).
         callbacks: called with the state after every optimizer step (and its checkpoint).
+        soft: teacher logits (N, K) for knowledge distillation; the loss becomes
+            ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)``. Rows whose label is
+            ``-100`` (unlabeled transfer texts) contribute the KL term only.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -200,10 +206,22 @@ def train_transformer(
 
     weight = None
     if cfg.class_weights:
-        counts = np.bincount(train_y, minlength=n_classes).astype(np.float64)
-        w = len(train_y) / (n_classes * np.maximum(counts, 1))
+        known = train_y[train_y >= 0]
+        counts = np.bincount(known, minlength=n_classes).astype(np.float64)
+        w = len(known) / (n_classes * np.maximum(counts, 1))
         weight = torch.tensor(w, dtype=torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=-100)
+
+    def compute_loss(logits: torch.Tensor, labels: torch.Tensor, b: list[int]) -> torch.Tensor:
+        if soft is None:
+            return loss_fn(logits, labels)
+        T = temperature
+        teacher = torch.as_tensor(soft[b], dtype=torch.float32, device=device) / T
+        kl = torch.nn.functional.kl_div(torch.log_softmax(logits / T, -1), torch.log_softmax(teacher, -1),
+                                        log_target=True, reduction="batchmean") * (T * T)
+        if alpha >= 1 or not bool((labels >= 0).any()):
+            return kl
+        return (1 - alpha) * loss_fn(logits, labels) + alpha * kl
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last = latest_checkpoint(ckpt_dir)
@@ -252,7 +270,7 @@ def train_transformer(
             inputs = tm.collate([train_ids[i] for i in b])
             labels = torch.as_tensor(train_y[b], dtype=torch.long, device=device)
             logits = model(**inputs).logits
-            loss = loss_fn(logits.float(), labels)
+            loss = compute_loss(logits.float(), labels, b)
             loss.backward()
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -196,6 +196,116 @@ def predict(
     out.print(f"{res['rows']} rows -> {output}{note}")
 
 
+def _guard_opts(max_drop: float, threads: int) -> Any:
+    from ..compress import GuardConfig
+
+    return GuardConfig(max_drop=max_drop, threads=threads)
+
+
+def _print_compression(rep: dict[str, Any]) -> None:
+    t = Table(title=f"{rep['command']} (dev: {Path(rep['dev']).name}, {rep['dev_rows']} rows)")
+    for c in ("model", "accuracy", "macro-F1", "docs/s (b32)", "speed-up", "p50 ms (b1)", "MB"):
+        t.add_column(c, justify="right" if c != "model" else "left")
+    base = next(iter(rep["models"].values()))
+    for name, r in rep["models"].items():
+        t.add_row(name, f"{100 * r['accuracy']:.2f}", f"{100 * r['macro_f1']:.2f}", f"{r['docs_per_s']:.1f}",
+                  f"{r['docs_per_s'] / base['docs_per_s']:.2f}x", f"{r['p50_ms']:.1f}", f"{r['size_mb']:.1f}")
+    out.print(t)
+    if rep.get("parity"):
+        out.print(f"parity: label agreement {100 * rep['parity']['label_agreement']:.2f} %, "
+                  f"max |delta p| {rep['parity']['max_abs_prob_diff']:.5f}")
+    out.print(f"[green]passed the guard[/]; written to [bold]{rep['out']}[/] (report: compression_report.md)")
+
+
+MaxDrop = Annotated[float, typer.Option("--max-drop", help="Refuse if dev accuracy drops more than this many points.")]
+Threads = Annotated[int, typer.Option("--threads", help="CPU threads while measuring (0 = default); recorded in the report.")]
+EvalFile = Annotated[Optional[Path], typer.Option("--eval", help="Labeled dev file the guard measures on (required).")]
+
+
+@app.command()
+@_friendly
+def export(
+    model: Annotated[Path, typer.Argument(help="fp32 PyTorch transformer model directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the exported model.")],
+    eval_path: EvalFile = None,
+    fmt: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Quantize the weights to int8 (onnxruntime dynamic).")] = False,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    max_drop: MaxDrop = 1.0,
+    threads: Threads = 0,
+) -> None:
+    """Export to ONNX (fp32 or --int8) with a parity check and the accuracy/speed guard."""
+    from ..compress import export as do_export
+    from ..compress import require_dev
+    from ..data import read_labeled
+    from ..errors import ConfigError
+
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt!r} is not supported; use --format onnx.")
+    dev = require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, "export")
+    _print_compression(do_export(model, out_dir, dev, int8=int8, guard=_guard_opts(max_drop, threads)))
+
+
+@app.command()
+@_friendly
+def quantize(
+    model: Annotated[Path, typer.Argument(help="fp32 PyTorch transformer model directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the int8 model.")],
+    eval_path: EvalFile = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    max_drop: MaxDrop = 1.0,
+    threads: Threads = 0,
+) -> None:
+    """int8 dynamic quantization (onnxruntime), guarded by accuracy, speed and parity."""
+    from ..compress import quantize as do_quantize
+    from ..compress import require_dev
+    from ..data import read_labeled
+
+    dev = require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, "quantize")
+    _print_compression(do_quantize(model, out_dir, dev, guard=_guard_opts(max_drop, threads)))
+
+
+@app.command()
+@_friendly
+def distill(
+    teacher: Annotated[Path, typer.Option("--teacher", help="Fine-tuned teacher model directory.")],
+    data: Annotated[Path, typer.Option("--data", help="Labeled training file.")],
+    student: Annotated[str, typer.Option("--student", help="layers:K | sparse | a base model name/dir.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the student.")],
+    eval_path: EvalFile = None,
+    unlabeled: Annotated[Optional[Path], typer.Option("--unlabeled", help="Extra in-domain texts: one per line, or a CSV/JSONL column (--text-col).")] = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    alpha: Annotated[float, typer.Option("--alpha", help="Weight of the distillation term (1 - alpha on labels).")] = 0.5,
+    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature of the KL term.")] = 2.0,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    max_len: Annotated[Optional[int], typer.Option("--max-len")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted student run.")] = False,
+    max_drop: MaxDrop = 1.0,
+    threads: Threads = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Knowledge distillation into a smaller/faster student, guarded against the teacher."""
+    from ..compress import require_dev
+    from ..data import read_labeled
+    from ..distill import DistillConfig, read_unlabeled
+    from ..distill import distill as do_distill
+
+    train_data = read_labeled(data, text_col, label_col)
+    dev = require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, "distill")
+    extra = read_unlabeled(unlabeled, text_col) if unlabeled else None
+    params = {k: v for k, v in {"epochs": epochs, "lr": lr, "max_len": max_len, "batch_size": batch_size,
+                                "seed": seed}.items() if v is not None}
+    rep = do_distill(teacher, train_data, dev, out_dir, DistillConfig(student, alpha, temperature), unlabeled=extra,
+                     params=params, guard=_guard_opts(max_drop, threads), resume=resume, progress=not quiet)
+    _print_compression(rep)
+
+
 @data_app.command("inspect")
 @_friendly
 def data_inspect(

@@ -84,7 +84,11 @@ class SparseModel:
         return X.astype(np.float32)
 
     # -- training -------------------------------------------------------------------------
-    def fit(self, texts: list[str], y: np.ndarray, n_classes: int, progress: bool = False) -> "SparseModel":
+    def fit(self, texts: list[str], y: np.ndarray, n_classes: int, progress: bool = False,
+            soft: np.ndarray | None = None) -> "SparseModel":
+        """Fit on hard labels ``y``, or, with ``soft`` (N, K) target distributions (distillation from
+        a teacher; unlabeled texts welcome), on the soft cross-entropy: each binary model sees every
+        text twice, as positive with weight p_k and as negative with weight 1 - p_k."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -111,6 +115,13 @@ class SparseModel:
         C = cfg.C or (30.0 if use_nb else 10.0)
         coefs, intercepts, ratios = [], [], []
         for k in targets:
+            if soft is not None:
+                coef, b, r = self._fit_soft(X, soft[:, k].astype(np.float64), use_nb, C)
+                coefs.append(coef)
+                intercepts.append(b)
+                ratios.append(r)
+                bar.update(1)
+                continue
             yk = (y == k).astype(np.int64)
             if use_nb:
                 r = self._nb_ratio(X, yk)
@@ -135,6 +146,27 @@ class SparseModel:
         self.intercept_ = np.asarray(intercepts, dtype=np.float32)
         self.ratio_ = np.stack(ratios)
         return self
+
+    def _fit_soft(self, X: sp.csr_matrix, pk: np.ndarray, use_nb: bool, C: float) -> tuple[np.ndarray, float, np.ndarray]:
+        if use_nb:
+            Xb = X.copy()
+            Xb.data = np.ones_like(Xb.data)
+            p = 1.0 + np.asarray(Xb.T @ pk).ravel()
+            q = 1.0 + np.asarray(Xb.T @ (1 - pk)).ravel()
+            r = np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+            Xk = X @ sp.diags(r)
+        else:
+            r = np.ones(X.shape[1], dtype=np.float32)
+            Xk = X
+        n = X.shape[0]
+        w = np.r_[pk, 1 - pk]
+        yd = np.r_[np.ones(n, np.int64), np.zeros(n, np.int64)]
+        keep = w > 1e-4  # rows with ~zero weight change nothing
+        if yd[keep].min() == yd[keep].max():
+            return np.zeros(X.shape[1], np.float32), (20.0 if yd[keep][0] == 1 else -20.0), r
+        lr = LogisticRegression(C=C, max_iter=self.cfg.max_iter, solver="liblinear", random_state=self.cfg.seed)
+        lr.fit(sp.vstack([Xk, Xk], format="csr")[keep], yd[keep], sample_weight=w[keep])
+        return lr.coef_.ravel().astype(np.float32), float(lr.intercept_[0]), r
 
     @staticmethod
     def _nb_ratio(X: sp.csr_matrix, yk: np.ndarray, alpha: float = 1.0) -> np.ndarray:

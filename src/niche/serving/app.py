@@ -251,7 +251,8 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         out = []
         for s in slots.values():
             info = s.clf.info_
-            out.append({"name": s.name, "family": info["family"], "base": info.get("base"), "labels": s.clf.classes_,
+            out.append({"name": s.name, "family": info["family"], "runtime": info.get("runtime", "torch"),
+                        "precision": info.get("precision", "fp32"), "base": info.get("base"), "labels": s.clf.classes_,
                         "max_len": info.get("max_len"), "metrics": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro"]["f1"]}
                                                                     for k, v in info.get("metrics", {}).items()},
                         "loaded_at": s.loaded_at})
@@ -280,7 +281,7 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         scores = proba.round(6).tolist()
         preds: list[dict[str, Any]] = [{"labels": [{"label": labels[j], "score": p[j]} for j in o], "attention": None}
                                        for p, o in zip(scores, order)]
-        if req.explain and slot.clf.family == "transformer":
+        if req.explain and getattr(slot.clf.model_, "model", None) is not None:  # PyTorch transformers
             from ..explain import cls_attention
 
             for i, t in enumerate(texts):

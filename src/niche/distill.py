@@ -1,0 +1,257 @@
+"""Knowledge distillation: train a small, fast student on a fine-tuned teacher's soft labels.
+
+Loss (transformer students): ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)``
+(Hinton et al. 2015). Unlabeled in-domain texts, when given, are extra transfer data: they carry
+the teacher's soft labels only. Students:
+
+- ``layers:K``: a K-layer copy of the teacher, its layers initialized from a spread of the
+  teacher's (first and last kept, the rest evenly between — as DistilBERT does);
+- ``sparse``: the sparse family fitted on the soft targets (so unlabeled text helps it too);
+- any base model name or directory: a smaller encoder fine-tuned on the soft targets.
+
+The teacher's logits over the training + transfer texts are computed once and cached (safetensors)
+under ``OUT.distill-cache/``, keyed by teacher weights, texts and max length. The result goes
+through the guard of :mod:`niche.compress` like every compress command.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import META, TextClassifier
+from .compress import GuardConfig, guarded
+from .config import config_to_dict, make_config
+from .data import LabeledData, check_known_labels, check_trainable
+from .errors import ConfigError
+
+CACHE_SUFFIX = ".distill-cache"
+
+
+@dataclass
+class DistillConfig:
+    student: str = "layers:3"
+    """``layers:K``, ``sparse``, or a base model (name or local directory)."""
+    alpha: float = 0.5
+    """Weight of the distillation (KL) term; 1 - alpha goes to cross-entropy on the labels."""
+    temperature: float = 2.0
+    """Softmax temperature for teacher and student in the KL term."""
+
+    def validate(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}.")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        parse_student(self.student)
+
+
+def parse_student(spec: str) -> tuple[str, Any]:
+    spec = spec.strip()
+    m = re.fullmatch(r"layers:(\d+)", spec)
+    if m:
+        k = int(m.group(1))
+        if k < 1:
+            raise ConfigError(f"--student {spec}: K must be >= 1 (e.g. layers:3).")
+        return "layers", k
+    if spec.startswith("layers"):
+        raise ConfigError(f"--student {spec!r}: write layers:K with a number of layers, e.g. layers:3.")
+    if spec == "sparse":
+        return "sparse", None
+    if not spec:
+        raise ConfigError("--student is empty; use layers:K, sparse, or a base model name/directory.")
+    return "base", spec
+
+
+def layer_spread(n_teacher: int, k: int) -> list[int]:
+    """Which teacher layers initialize a K-layer student: first and last kept, the rest evenly spread."""
+    if not 1 <= k < n_teacher:
+        raise ConfigError(f"--student layers:{k}: the teacher has {n_teacher} layers; K must be 1..{n_teacher - 1}.")
+    if k == 1:
+        return [n_teacher - 1]
+    return sorted({int(np.floor(i * (n_teacher - 1) / (k - 1) + 0.5)) for i in range(k)})
+
+
+def layer_student(teacher: TextClassifier, k: int, cfg: Any) -> Any:
+    """A K-layer copy of a transformer teacher (a fresh :class:`TransformerModel`)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .families.transformer import TransformerModel
+
+    tm = teacher.model_
+    tconf = tm.model.config
+    keep = layer_spread(tconf.num_hidden_layers, k)
+    sconf = copy.deepcopy(tconf)
+    sconf.num_hidden_layers = k
+    student = AutoModelForSequenceClassification.from_config(sconf)
+    state = {}
+    for name, value in tm.model.state_dict().items():
+        m = re.match(r"(.*\.layers?\.)(\d+)(\..*)", name)
+        if m is None:
+            state[name] = value.clone()
+        elif int(m.group(2)) in keep:
+            state[f"{m.group(1)}{keep.index(int(m.group(2)))}{m.group(3)}"] = value.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"cannot copy the teacher's layers into a {k}-layer student ({type(tm.model).__name__}): "
+                          f"missing {missing[:3]}, unexpected {unexpected[:3]}. Use a base model as --student instead.")
+    return TransformerModel(cfg, student, copy.deepcopy(tm.tokenizer)), keep
+
+
+def teacher_logits(teacher: TextClassifier, teacher_dir: Path, texts: list[str], cache_dir: Path | None,
+                   progress: bool = False) -> np.ndarray:
+    """Teacher logits (N, K) for ``texts`` (log-probabilities for a sparse teacher), cached."""
+    from safetensors.numpy import load_file, save_file
+
+    h = hashlib.sha256()
+    for f in sorted(Path(teacher_dir).glob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".onnx", ".json") and f.name != "README.md":
+            h.update(f.name.encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    key = h.hexdigest()[:24]
+    path = cache_dir / f"teacher-logits-{key}.safetensors" if cache_dir else None
+    if path is not None and path.is_file():
+        return load_file(str(path))["logits"]
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(texts), desc="teacher soft labels", unit="text", disable=not progress, dynamic_ncols=True) as bar:
+        if teacher.family == "transformer":
+            logits = teacher.model_.logits_for_ids(teacher.model_.encode(texts), progress=bar)
+        else:
+            logits = np.log(np.clip(teacher.predict_proba(texts, progress=bar), 1e-12, 1)).astype(np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"logits": np.ascontiguousarray(logits, dtype=np.float32)}, str(tmp))
+        tmp.replace(path)
+    return logits
+
+
+def _softmax(z: np.ndarray, T: float) -> np.ndarray:
+    z = z / T
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: str | Path,
+            cfg: DistillConfig | None = None, unlabeled: list[str] | None = None, params: dict[str, Any] | None = None,
+            guard: GuardConfig | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
+            progress: bool = False) -> dict[str, Any]:
+    """Distill ``teacher_dir`` into a student, measure it against the teacher, ship it or refuse.
+
+    Args:
+        params: student training settings (TransformerConfig fields such as epochs, lr, max_len);
+            default: the teacher's own settings.
+    Returns:
+        the compression report (also written to ``out/compression_report.json``).
+    """
+    from .families.transformer import TransformerModel
+    from .training import fingerprint, train_transformer
+
+    cfg = cfg or DistillConfig()
+    cfg.validate()
+    kind, arg = parse_student(cfg.student)
+    teacher_dir, out = Path(teacher_dir), Path(out)
+    teacher = TextClassifier.load(teacher_dir)
+    labels = teacher.classes_
+    check_trainable(train)
+    check_known_labels(train, labels, what="the teacher's labels")
+    check_known_labels(dev, labels, what="the teacher's labels")
+    unlabeled = [t for t in (unlabeled or []) if t.strip()]
+    texts = train.texts + unlabeled
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([index[v] for v in train.labels] + [-100] * len(unlabeled))
+    cache = out.with_name(out.name + CACHE_SUFFIX)
+    t0 = time.perf_counter()
+    logits = teacher_logits(teacher, teacher_dir, texts, cache, progress)
+    teacher_seconds = time.perf_counter() - t0
+    distill_info = {"teacher": str(teacher_dir), "student": cfg.student, "alpha": cfg.alpha,
+                    "temperature": cfg.temperature, "transfer_texts": len(unlabeled),
+                    "teacher_logits_seconds": round(teacher_seconds, 2)}
+    params = dict(params or {})
+
+    def build(d: Path) -> None:
+        t1 = time.perf_counter()
+        if kind == "sparse":
+            from .families.sparse import SparseModel
+
+            scfg = make_config("sparse", **{k: v for k, v in params.items() if k == "seed"})
+            target = _softmax(logits, cfg.temperature)
+            labeled = y >= 0
+            onehot = np.eye(len(labels))[y[labeled]]
+            target[labeled] = (1 - cfg.alpha) * onehot + cfg.alpha * target[labeled]
+            clf = TextClassifier("sparse")
+            clf.model_ = SparseModel(scfg).fit(texts, np.where(y >= 0, y, 0), len(labels), progress=progress, soft=target)
+            extra = {"analyzers": clf.model_.kinds_}
+            student_cfg = scfg
+        else:
+            if teacher.family != "transformer" and kind == "layers":
+                raise ConfigError("--student layers:K needs a transformer teacher; use --student sparse or a base model.")
+            tinfo = teacher.info_.get("config", {}) if teacher.family == "transformer" else {}
+            settings = {k: v for k, v in tinfo.items() if k not in ("base",)} | params
+            if kind == "layers":
+                student_cfg = make_config("transformer", **settings | {"base": str(teacher_dir)})
+                tm, keep = layer_student(teacher, arg, student_cfg)
+                distill_info["teacher_layers_kept"] = keep
+            else:
+                student_cfg = make_config("transformer", **settings | {"base": arg})
+                tm = TransformerModel.from_base(student_cfg, labels)
+            ids = tm.encode(texts)
+            dev_ids = tm.encode(dev.texts)
+            y_dev = np.array([index[v] for v in dev.labels])
+            fp = fingerprint(train.sha256(), dev.sha256(), labels, config_to_dict(student_cfg), distill_info["teacher"],
+                             cfg.student, cfg.alpha, cfg.temperature, len(unlabeled), float(logits.sum()))
+            ckpt = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".checkpoints")
+            state = train_transformer(tm, ids, y, dev_ids, y_dev, student_cfg, ckpt, fp, resume=resume,
+                                      progress=progress, soft=logits, alpha=cfg.alpha, temperature=cfg.temperature)
+            shutil.rmtree(ckpt, ignore_errors=True)
+            clf = TextClassifier("transformer", **config_to_dict(student_cfg))
+            clf.model_ = tm
+            extra = {"steps": state.global_step, "best_step": state.best_step, "evals": state.evals,
+                     "loss_curve": state.losses, "device": str(tm.device)}
+        clf._finish(student_cfg, labels, str(train.source), train.sha256(), len(train), dev, str(dev.source), train.skipped,
+                    time.perf_counter() - t1, extra | {"distillation": distill_info})
+        clf.model_.save(d)
+        (d / META).write_text(json.dumps(clf.info_, indent=2, ensure_ascii=False), encoding="utf-8")
+        (d / "README.md").write_text(clf._model_card(out.name), encoding="utf-8")
+
+    return guarded(teacher_dir, out, dev, build, f"distill --student {cfg.student}", guard,
+                   result_name=f"student {cfg.student}", progress=progress)
+
+
+def read_unlabeled(path: str | Path, text_col: str = "text") -> list[str]:
+    """Transfer texts: one per line (.txt), or the ``text_col`` column of a CSV/TSV/JSONL/Parquet file."""
+    from .data import iter_rows
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: unlabeled text file not found. Give one text per line, or a CSV/JSONL with --text-col.")
+    if path.suffix.lower() in (".txt", ".text", ""):
+        try:
+            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e}). Re-encode it as UTF-8.") from None
+    texts = []
+    for _, row, columns in iter_rows(path):
+        if text_col not in row:
+            raise DataError(f"{path}: no column {text_col!r} (columns: {', '.join(columns)}). Pass --text-col.")
+        v = row[text_col]
+        if isinstance(v, str) and v.strip():
+            texts.append(v)
+    return texts
+
+
+__all__ = ["DistillConfig", "distill", "layer_spread", "layer_student", "read_unlabeled", "teacher_logits"]

@@ -1,0 +1,107 @@
+"""ONNX runtime for the transformer family: the same tokenizer, long-text policy and batch plan as
+the PyTorch model, with the forward pass in onnxruntime.
+
+An ONNX niche directory holds ``model.onnx`` (inputs ``input_ids``/``attention_mask``, output
+``logits``), the Hugging Face ``config.json`` (labels) and tokenizer files, and ``niche.json`` with
+``"runtime": "onnx"``. ``TextClassifier.load`` picks this class from that field, so prediction,
+evaluation and serving work unchanged. Written by :mod:`niche.compress` (export / quantize).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TransformerConfig
+from ..errors import ModelLoadError
+from .transformer import TransformerModel, plan_batches, quiet_hf
+
+ONNX_FILE = "model.onnx"
+KEEP = ("model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
+
+
+def _need_onnxruntime() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelLoadError("this model runs on onnxruntime, which is not installed: pip install 'niche[onnx]' "
+                             "(or pip install onnxruntime).") from None
+    return ort
+
+
+def make_session(path: Path, threads: int = 0) -> Any:
+    ort = _need_onnxruntime()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"{path}: onnxruntime cannot load this model ({e}). Re-export it with `niche export`.") from None
+
+
+class OnnxTransformerModel(TransformerModel):
+    """Inference-only twin of :class:`TransformerModel` backed by an onnxruntime session."""
+
+    def __init__(self, cfg: TransformerConfig, session: Any, tokenizer: Any, labels: list[str], src: Path):
+        self.cfg = cfg
+        self.session = session
+        self.tokenizer = tokenizer
+        self._labels = labels
+        self.src = src
+        self.model = None
+        self.device = torch.device("cpu")
+        self.cls_only = False
+        self.call_overhead_tokens = 64
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._labels)
+
+    @classmethod
+    def load(cls, d: Path, cfg: TransformerConfig) -> "OnnxTransformerModel":
+        from transformers import AutoTokenizer
+
+        if not (d / ONNX_FILE).is_file():
+            raise ModelLoadError(f"{d}: niche.json says runtime onnx but there is no {ONNX_FILE}. Re-export the model.")
+        try:
+            config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            id2label = config["id2label"]
+            labels = [id2label[str(i)] for i in range(len(id2label))]
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"{d}: config.json is missing or has no id2label ({e}). Re-export the model.") from None
+        with quiet_hf():
+            tok = AutoTokenizer.from_pretrained(str(d))
+        return cls(cfg, make_session(d / ONNX_FILE, cfg.threads), tok, labels, d)
+
+    def save(self, d: Path) -> None:
+        for name in KEEP:
+            if (self.src / name).is_file():
+                shutil.copy2(self.src / name, d / name)
+
+    def logits_for_ids(self, encoded: list[list[int]], batch_size: int | None = None,
+                       progress: Any = None) -> np.ndarray:
+        bs = batch_size or self.cfg.eval_batch_size
+        out = np.zeros((len(encoded), len(self._labels)), dtype=np.float32)
+        pad = self.tokenizer.pad_token_id or 0
+        for idx in plan_batches([len(x) for x in encoded], bs, self.call_overhead_tokens):
+            rows = [encoded[i] for i in idx]
+            T = max(len(x) for x in rows)
+            ids = np.full((len(rows), T), pad, dtype=np.int64)
+            mask = np.zeros((len(rows), T), dtype=np.int64)
+            for i, x in enumerate(rows):
+                ids[i, : len(x)] = x
+                mask[i, : len(x)] = 1
+            out[idx] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+            if progress is not None:
+                progress.update(len(idx))
+        return out
