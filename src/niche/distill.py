@@ -148,12 +148,17 @@ def _softmax(z: np.ndarray, T: float) -> np.ndarray:
 def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: str | Path,
             cfg: DistillConfig | None = None, unlabeled: list[str] | None = None, params: dict[str, Any] | None = None,
             guard: GuardConfig | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
-            progress: bool = False) -> dict[str, Any]:
+            progress: bool = False, cache_dir: str | Path | None = None,
+            guard_data: LabeledData | None = None) -> dict[str, Any]:
     """Distill ``teacher_dir`` into a student, measure it against the teacher, ship it or refuse.
 
     Args:
         params: student training settings (TransformerConfig fields such as epochs, lr, max_len);
             default: the teacher's own settings.
+        guard_data: labeled data the guard measures on (default: ``dev``, which the student also
+            uses for early stopping).
+        cache_dir: where the teacher's logits are cached (default ``OUT.distill-cache``); students
+            distilled from the same teacher and texts can share it.
     Returns:
         the compression report (also written to ``out/compression_report.json``).
     """
@@ -173,7 +178,7 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
     texts = train.texts + unlabeled
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.array([index[v] for v in train.labels] + [-100] * len(unlabeled))
-    cache = out.with_name(out.name + CACHE_SUFFIX)
+    cache = Path(cache_dir) if cache_dir else out.with_name(out.name + CACHE_SUFFIX)
     t0 = time.perf_counter()
     logits = teacher_logits(teacher, teacher_dir, texts, cache, progress)
     teacher_seconds = time.perf_counter() - t0
@@ -202,6 +207,8 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
             tinfo = teacher.info_.get("config", {}) if teacher.family == "transformer" else {}
             settings = {k: v for k, v in tinfo.items() if k not in ("base",)} | params
             if kind == "layers":
+                # the student's head and pooler are the teacher's, already trained: no head LR boost
+                settings = settings | {"head_lr_mult": 1.0} if "head_lr_mult" not in params else settings
                 student_cfg = make_config("transformer", **settings | {"base": str(teacher_dir)})
                 tm, keep = layer_student(teacher, arg, student_cfg)
                 distill_info["teacher_layers_kept"] = keep
@@ -227,7 +234,7 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
         (d / META).write_text(json.dumps(clf.info_, indent=2, ensure_ascii=False), encoding="utf-8")
         (d / "README.md").write_text(clf._model_card(out.name), encoding="utf-8")
 
-    return guarded(teacher_dir, out, dev, build, f"distill --student {cfg.student}", guard,
+    return guarded(teacher_dir, out, guard_data or dev, build, f"distill --student {cfg.student}", guard,
                    result_name=f"student {cfg.student}", progress=progress)
 
 

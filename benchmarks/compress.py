@@ -1,0 +1,125 @@
+"""Compression benchmark (issue 3), written to BENCHMARKS.md by `python benchmarks/run.py --render`.
+
+    python benchmarks/compress.py                 # banking77, sst2, imdb (needs ../shared/data)
+    python benchmarks/compress.py --only banking77
+
+Per dataset, starting from the fp32 teacher that `benchmarks/run.py` fine-tuned
+(results/work/NAME-transformer, same train/dev split as there):
+  teacher ONNX fp32 (`niche export`), teacher int8 (`niche quantize`: onnxruntime dynamic int8),
+  distilled `layers:3` student (fp32, and its int8), distilled `sparse` student, and the sparse
+  model trained on the same labeled texts alone.
+Every step runs through the guard, as the CLI does (--max-drop 0.5 for exports, 1.5 for layers:3;
+the sparse students are compared with the sparse baseline, so their guard uses --max-drop 100).
+Then all models are measured together, interleaved, on the evaluation set (banking77 test,
+SST-2 validation, a seeded 1,000-text IMDB test subset): accuracy, macro-F1, docs/s at batch 32,
+p50 ms at batch 1, size. IMDB: the teacher's 3,000-text training subset, plus 3,000 other IMDB
+train texts (seeded) as unlabeled transfer data for the students.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+import run as core  # noqa: E402  (same data loading, seeds and splits as the core benchmark)
+
+RESULTS = core.RESULTS
+TRANSFER = {"imdb": 3000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", choices=["banking77", "sst2", "imdb"])
+    ap.add_argument("--redo", action="store_true", help="recompute even if a result exists")
+    a = ap.parse_args()
+    for name in a.only or ["banking77", "sst2", "imdb"]:
+        out = RESULTS / f"compress-{name}.json"
+        if out.exists() and not a.redo:
+            print(f"[cached] {name}")
+            continue
+        t0 = time.perf_counter()
+        res = run_dataset(name)
+        res["wall_s"] = time.perf_counter() - t0
+        out.write_text(json.dumps(res, indent=2))
+        print(f"[done] {name} in {res['wall_s']:.0f} s -> {out}")
+
+
+def run_dataset(name: str) -> dict:
+    from niche import TextClassifier
+    from niche.compress import CompressionRefused, GuardConfig, export, measure
+    from niche.distill import DistillConfig, distill
+
+    work = RESULTS / "work"
+    teacher = work / f"{name}-transformer"
+    if not (teacher / "niche.json").is_file():
+        sys.exit(f"{teacher} missing: run `python benchmarks/run.py --job {name}:niche-transformer` first")
+    cdir = work / "compress" / name
+    cdir.mkdir(parents=True, exist_ok=True)
+    full, tr, dev, te = core._splits(name)
+    transfer = None
+    if name in TRANSFER:
+        all_train = core.load(name, "train")
+        used = set(full.texts)
+        pool = [t for t in all_train.texts if t not in used]
+        transfer = random.Random(core.SEED + 1).sample(pool, TRANSFER[name])
+    step_guard = GuardConfig(rounds=2, speed_texts=256, latency_texts=30)
+    steps: dict[str, dict] = {}
+
+    def step(label: str, out: Path, fn) -> None:
+        t0 = time.perf_counter()
+        try:
+            rep = fn()
+            verdict = rep["verdict"]
+        except CompressionRefused as e:
+            refused = out.with_name(out.name + ".refused") / "compression_report.json"
+            verdict = json.loads(refused.read_text())["verdict"] if refused.exists() else {"passed": False, "reasons": [str(e)]}
+        steps[label] = {"seconds": time.perf_counter() - t0, "passed": verdict["passed"], "reasons": verdict["reasons"],
+                        "dir": str(out)}
+        print(f"  {label}: {'passed' if verdict['passed'] else 'REFUSED ' + '; '.join(verdict['reasons'])} "
+              f"({steps[label]['seconds']:.0f} s)", flush=True)
+
+    g = lambda drop: GuardConfig(**{**step_guard.__dict__, "max_drop": drop})  # noqa: E731
+    cache = cdir / "teacher-cache"
+    step("teacher ONNX fp32", cdir / "onnx-fp32", lambda: export(teacher, cdir / "onnx-fp32", te, guard=g(0.5)))
+    step("teacher int8", cdir / "int8", lambda: export(teacher, cdir / "int8", te, int8=True, guard=g(0.5)))
+    tf_params = {k: v for k, v in core.DATASETS[name]["tf"].items()} | {"seed": core.SEED, "patience": 0}
+    step("student layers:3", cdir / "layers3", lambda: distill(
+        teacher, tr, dev, cdir / "layers3", DistillConfig("layers:3"), unlabeled=transfer, params=tf_params,
+        guard=g(1.5), cache_dir=cache, guard_data=te, checkpoint_dir=cdir / "layers3.ckpt"))
+    if steps["student layers:3"]["passed"]:
+        step("student layers:3 int8", cdir / "layers3-int8",
+             lambda: export(cdir / "layers3", cdir / "layers3-int8", te, int8=True, guard=g(0.5)))
+    step("student sparse (distilled)", cdir / "sparse-distilled", lambda: distill(
+        teacher, tr, dev, cdir / "sparse-distilled", DistillConfig("sparse"), unlabeled=transfer,
+        params={"seed": core.SEED}, guard=g(100.0), cache_dir=cache, guard_data=te))
+    t0 = time.perf_counter()
+    TextClassifier("sparse", seed=core.SEED).fit(tr, eval_data=dev).save(cdir / "sparse-labels")
+    steps["sparse (labels only)"] = {"seconds": time.perf_counter() - t0, "passed": None, "reasons": [],
+                                     "dir": str(cdir / "sparse-labels")}
+
+    models = {"teacher fp32 (PyTorch)": teacher}
+    for label, d in (("teacher ONNX fp32", "onnx-fp32"), ("teacher int8 (ONNX)", "int8"), ("student layers:3 fp32", "layers3"),
+                     ("student layers:3 int8", "layers3-int8"), ("sparse student (distilled)", "sparse-distilled"),
+                     ("sparse (labels only)", "sparse-labels")):
+        if (cdir / d / "niche.json").is_file():
+            models[label] = cdir / d
+    loaded = {k: (TextClassifier.load(v), v) for k, v in models.items()}
+    rows, _ = measure(loaded, te, GuardConfig(rounds=3, speed_texts=512, latency_texts=50))
+    return {"dataset": name, "eval": core.DATASETS[name]["test_name"], "n_eval": len(te), "n_train": len(tr),
+            "n_dev": len(dev), "n_transfer": len(transfer or []), "steps": steps, "models": rows,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "date": time.strftime("%Y-%m-%d")}
+
+
+if __name__ == "__main__":
+    main()
