@@ -148,7 +148,8 @@ def _serve_section(results: Path, lines: list[str]) -> list[tuple[str, str, bool
                        rl["errors"] == 0 and rl["reload_status"] == 200))
     sk = S.get("soak")
     if sk:
-        lines.append(f"Soak: {sk['seconds']} s at {sk['rate']} req/s, {sk['requests']} requests, {sk['errors']} errors, "
+        lines.append(f"Soak (run finished {sk.get('from_run', 'with the above')}): {sk['seconds']} s at {sk['rate']} req/s, "
+                     f"{sk['requests']} requests, {sk['errors']} errors, "
                      f"RSS {sk['rss_start_mb']:.0f} -> {sk['rss_end_mb']:.0f} MB ({sk['rss_growth_pct']:+.1f} %).")
         floors.append(("soak: zero errors, RSS growth < 10 %", f"{sk['errors']} errors, {sk['rss_growth_pct']:+.1f} %",
                        sk["errors"] == 0 and sk["rss_growth_pct"] < 10))

@@ -213,12 +213,19 @@ def main() -> None:
                 print("reload under load", res["reload_under_load"], flush=True)
                 if a.soak_seconds:
                     res["soak"] = soak(port, [json.dumps({"inputs": t}) for t in short], a.soak_seconds, a.soak_rate, proc.pid)
+                    res["soak"]["from_run"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
                     print("soak", res["soak"], flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve-load.json").write_text(json.dumps(res, indent=2))
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    prev = RESULTS / "serve-load.json"
+    if "soak" not in res and prev.exists():  # --soak-seconds 0: keep the last soak, labeled with its run
+        old = json.loads(prev.read_text())
+        if "soak" in old:
+            res["soak"] = old["soak"] | {"from_run": old.get("soak", {}).get("from_run") or old.get("finished", "earlier run")}
+    prev.write_text(json.dumps(res, indent=2))
     print("wrote", RESULTS / "serve-load.json")
 
 
