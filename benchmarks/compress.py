@@ -8,7 +8,8 @@ Per dataset, starting from the fp32 teacher that `benchmarks/run.py` fine-tuned
   teacher ONNX fp32 (`niche export`), teacher int8 (`niche quantize`: onnxruntime dynamic int8),
   distilled `layers:3` student (fp32, and its int8), distilled `sparse` student, and the sparse
   model trained on the same labeled texts alone.
-Every step runs through the guard, as the CLI does (--max-drop 0.5 for exports, 1.5 for layers:3;
+int8 picks its mixed-precision level on the teacher's dev split (calibration), never on the
+evaluation set. Every step runs through the guard, as the CLI does (--max-drop 0.5 for exports, 1.5 for layers:3;
 the sparse students are compared with the sparse baseline, so their guard uses --max-drop 100).
 Then all models are measured together, interleaved, on the evaluation set (banking77 test,
 SST-2 validation, a seeded 1,000-text IMDB test subset): accuracy, macro-F1, docs/s at batch 32,
@@ -91,14 +92,15 @@ def run_dataset(name: str) -> dict:
     g = lambda drop: GuardConfig(**{**step_guard.__dict__, "max_drop": drop})  # noqa: E731
     cache = cdir / "teacher-cache"
     step("teacher ONNX fp32", cdir / "onnx-fp32", lambda: export(teacher, cdir / "onnx-fp32", te, guard=g(0.5)))
-    step("teacher int8", cdir / "int8", lambda: export(teacher, cdir / "int8", te, int8=True, guard=g(0.5)))
+    step("teacher int8", cdir / "int8", lambda: export(teacher, cdir / "int8", te, int8=True, guard=g(0.5), calibration=dev.texts))
     tf_params = {k: v for k, v in core.DATASETS[name]["tf"].items()} | {"seed": core.SEED, "patience": 0}
     step("student layers:3", cdir / "layers3", lambda: distill(
         teacher, tr, dev, cdir / "layers3", DistillConfig("layers:3"), unlabeled=transfer, params=tf_params,
-        guard=g(1.5), cache_dir=cache, guard_data=te, checkpoint_dir=cdir / "layers3.ckpt"))
+        guard=g(1.5), cache_dir=cache, guard_data=te, checkpoint_dir=cdir / "layers3.ckpt", resume=True))
     if steps["student layers:3"]["passed"]:
         step("student layers:3 int8", cdir / "layers3-int8",
-             lambda: export(cdir / "layers3", cdir / "layers3-int8", te, int8=True, guard=g(0.5)))
+             lambda: export(cdir / "layers3", cdir / "layers3-int8", te, int8=True, guard=g(0.5),
+                            calibration=dev.texts))
     step("student sparse (distilled)", cdir / "sparse-distilled", lambda: distill(
         teacher, tr, dev, cdir / "sparse-distilled", DistillConfig("sparse"), unlabeled=transfer,
         params={"seed": core.SEED}, guard=g(100.0), cache_dir=cache, guard_data=te))

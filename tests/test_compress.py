@@ -53,13 +53,15 @@ def test_onnx_fp32_matches_pytorch_and_int8_stays_close(teacher_dir: Path, tmp_p
     for int8 in (False, True):
         d = tmp_path / f"int8-{int8}"
         d.mkdir()
-        write_onnx(src, d, int8=int8)
+        write_onnx(src, d, int8=int8, calibration=texts[:60])
         res = TextClassifier.load(d)
         assert res.info_["runtime"] == "onnx" and res.info_["precision"] == ("int8" if int8 else "fp32")
         got = res.predict_proba(texts)
         assert got.shape == ref.shape and np.allclose(got.sum(1), 1, atol=1e-5)
         if int8:
             assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95 and np.abs(got - ref).max() < 0.2
+            q = res.info_["onnx"]["quantization"]
+            assert q["calibration_texts"] == 60 and q["tried"] and q["level"] in [t["level"] for t in q["tried"]]
         else:
             np.testing.assert_allclose(got, ref, atol=1e-5)
             assert res.predict(texts) == src.predict(texts)
@@ -115,6 +117,20 @@ def test_judge_refuses_slower_and_disagreeing_results() -> None:
     rows["r"]["docs_per_s"] = 150.0
     assert judge(rows, "source", "r", cfg, {"label_agreement": 0.999, "max_abs_prob_diff": 0.01}) == []
     assert judge(rows, "source", "r", GuardConfig(max_drop=0.4), None)[0].startswith("accuracy drops 0.50 points")
+
+
+def test_int8_fallback_levels_grow_from_all_int8() -> None:
+    from niche.compress import _int8_levels
+
+    names = ["/bert/encoder/layer.0/attention/self/query/MatMul", "/bert/encoder/layer.0/output/dense/MatMul",
+             "/bert/encoder/layer.0/attention/output/dense/MatMul", "/bert/encoder/layer.1/output/dense/MatMul",
+             "/query/MatMul", "/classifier/Gemm"]
+    levels = _int8_levels(names)
+    assert levels[0] == ("all MatMuls int8", [])
+    assert levels[1][1] == ["/classifier/Gemm", "/query/MatMul"]
+    assert set(levels[2][1]) == set(levels[1][1]) | {names[1], names[3]}  # FFN outputs, not attention outputs
+    assert set(levels[3][1]) == set(levels[2][1]) | {names[0], names[2]}
+    assert all(set(a[1]) < set(b[1]) for a, b in zip(levels, levels[1:]))
 
 
 def test_layer_spread_and_student_spec() -> None:
