@@ -31,8 +31,12 @@ browser:
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# All benchmarks (hours on 2 cores; each step caches its results, rerun to resume), then BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/compress.py
+	$(BIN)/python benchmarks/run.py --render
 
 clean:
 	rm -rf $(VENV) runs

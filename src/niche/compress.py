@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import META, TextClassifier, library_versions
+from .classifier import META, TextClassifier, library_versions, move_into_place
 from .data import LabeledData, check_known_labels
 from .errors import ConfigError, ModelLoadError, NicheError
 from .evaluation import compute_metrics
@@ -233,6 +233,7 @@ def guarded(source_dir: Path, out: Path, dev: LabeledData, build: Callable[[Path
                 "latency_texts": min(len(dev), guard.latency_texts), "guard": asdict(guard),
                 "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or platform.platform()})",
                 "versions": library_versions(), "parity": par,
+                "result": {k: v for k, v in res.info_.items() if k in ("runtime", "precision", "onnx")},
                 "verdict": {"passed": not reasons, "reasons": reasons},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if reasons:
@@ -249,13 +250,8 @@ def guarded(source_dir: Path, out: Path, dev: LabeledData, build: Callable[[Path
                                                    "source_dev": {k: rows["source"][k] for k in ("accuracy", "macro_f1")},
                                                    "parity": par})
         (tmp / META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        move_into_place(tmp, out)
+        shutil.rmtree(out.with_name(out.name + ".refused"), ignore_errors=True)  # a stale refusal of an earlier try
         return {"models": rows} | meta
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
