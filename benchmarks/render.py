@@ -225,4 +225,5 @@ def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, b
         floors.append(("distilled sparse student beats label-trained sparse on >= 2 of IMDB, SST-2, banking77",
                        "; ".join(f"{k}: {100 * a:.2f} vs {100 * b:.2f}" for k, _, a, b in sparse_wins),
                        n >= 2 if len(sparse_wins) == 3 or n >= 2 else None))
+    lines.append("")
     return floors
