@@ -15,7 +15,6 @@ are cached as JSON in ``benchmarks/results/`` so an interrupted run resumes. Nee
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform

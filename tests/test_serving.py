@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from niche.serving.app import create_app  # noqa: E402
 from niche.serving.batching import MicroBatcher  # noqa: E402
 from niche.serving.errors import Overloaded  # noqa: E402
 
-from .conftest import TINY, toy_texts  # noqa: E402
+from .conftest import TINY, free_port, toy_texts, wait_ready  # noqa: E402
 
 KEY = "s3cret-key-for-tests"
 
@@ -189,14 +188,6 @@ def test_reload_under_load_loses_no_request(model_dirs, tmp_path: Path) -> None:
     assert [r.status_code for r in rs] == [200] * 200
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_niche_serve_cli_on_loopback_with_sighup_reload(model_dirs, tmp_path: Path) -> None:
     """A real `niche serve` process: readiness, auth, classify, SIGHUP reload, clean shutdown."""
     import os
@@ -206,7 +197,7 @@ def test_niche_serve_cli_on_loopback_with_sighup_reload(model_dirs, tmp_path: Pa
 
     import httpx
 
-    port = _free_port()
+    port = free_port()
     keyfile = tmp_path / "key"
     keyfile.write_text(KEY + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "niche", "serve", f"intents={model_dirs['sp']}", str(model_dirs["tf"]),
@@ -215,13 +206,7 @@ def test_niche_serve_cli_on_loopback_with_sighup_reload(model_dirs, tmp_path: Pa
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_ready(base)
         models = httpx.get(f"{base}/v1/models", headers=auth).json()["models"]
         assert sorted(m["name"] for m in models) == ["intents", "tf"]
         assert httpx.post(f"{base}/v1/models/intents/classify", json={"inputs": "good"}).status_code == 401

@@ -297,35 +297,35 @@ def _quantize_with_fallback(src: TextClassifier, fp32: Path, dst: Path, calibrat
 
     graph = onnx.load(str(fp32), load_external_data=False).graph
     matmuls = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
-    levels = _int8_levels(matmuls) if calibration else _int8_levels(matmuls)[:1]
-    ref = src.predict_proba(calibration).argmax(1) if calibration else None
-    target = min_agreement + (1 - min_agreement) / 2
-    tried: list[dict[str, Any]] = []
     root = logging.getLogger()
-    for name, exclude in levels:
+
+    def quantize(exclude: list[str]) -> None:
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" advice on every call
         try:
             quantize_dynamic(str(fp32), str(dst), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=exclude)
         finally:
             root.setLevel(level)
-        if ref is None:
-            return {"method": "onnxruntime dynamic int8, per-channel weights", "level": name, "fp32_matmuls": 0}
-        tm = src.model_
+
+    levels = _int8_levels(matmuls)
+    if not calibration:
+        quantize(levels[0][1])
+        return {"method": "onnxruntime dynamic int8, per-channel weights", "level": levels[0][0], "fp32_matmuls": 0}
+    tm = src.model_
+    ids = tm.encode(calibration)  # tokenized once: every level reads the same ids
+    ref = tm.logits_for_ids(ids).argmax(1)
+    target = min_agreement + (1 - min_agreement) / 2
+    tried: list[dict[str, Any]] = []
+    for name, exclude in levels:
+        quantize(exclude)
         probe = OnnxTransformerModel(tm.cfg, make_session(dst), tm.tokenizer, src.classes_, dst.parent)
-        agree = float((probe.logits_for_ids(probe.encode(calibration)).argmax(1) == ref).mean())
+        agree = float((probe.logits_for_ids(ids).argmax(1) == ref).mean())
         tried.append({"level": name, "fp32_matmuls": len(exclude), "agreement": agree, "exclude": exclude})
         if agree >= target:
             break
     best = max(range(len(tried)), key=lambda i: (tried[i]["agreement"], -i))
     if best != len(tried) - 1:  # rebuild the chosen level
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(str(fp32), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_exclude=tried[best]["exclude"])
-        finally:
-            root.setLevel(level)
+        quantize(tried[best]["exclude"])
     for t in tried:
         del t["exclude"]
     return {"method": "onnxruntime dynamic int8, per-channel weights", "level": tried[best]["level"],

@@ -196,6 +196,14 @@ def predict(
     out.print(f"{res['rows']} rows -> {output}{note}")
 
 
+def _read_dev(eval_path: Optional[Path], text_col: str, label_col: str, command: str) -> Any:
+    """The labeled dev file every compress command's guard measures on (required)."""
+    from ..compress import require_dev
+    from ..data import read_labeled
+
+    return require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, command)
+
+
 def _guard_opts(max_drop: float, threads: int) -> Any:
     from ..compress import GuardConfig
 
@@ -237,13 +245,11 @@ def export(
 ) -> None:
     """Export to ONNX (fp32 or --int8) with a parity check and the accuracy/speed guard."""
     from ..compress import export as do_export
-    from ..compress import require_dev
-    from ..data import read_labeled
     from ..errors import ConfigError
 
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt!r} is not supported; use --format onnx.")
-    dev = require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, "export")
+    dev = _read_dev(eval_path, text_col, label_col, "export")
     _print_compression(do_export(model, out_dir, dev, int8=int8, guard=_guard_opts(max_drop, threads)))
 
 
@@ -260,10 +266,8 @@ def quantize(
 ) -> None:
     """int8 dynamic quantization (onnxruntime), guarded by accuracy, speed and parity."""
     from ..compress import quantize as do_quantize
-    from ..compress import require_dev
-    from ..data import read_labeled
 
-    dev = require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, "quantize")
+    dev = _read_dev(eval_path, text_col, label_col, "quantize")
     _print_compression(do_quantize(model, out_dir, dev, guard=_guard_opts(max_drop, threads)))
 
 
@@ -291,13 +295,12 @@ def distill(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Knowledge distillation into a smaller/faster student, guarded against the teacher."""
-    from ..compress import require_dev
     from ..data import read_labeled
     from ..distill import DistillConfig, read_unlabeled
     from ..distill import distill as do_distill
 
     train_data = read_labeled(data, text_col, label_col)
-    dev = require_dev(read_labeled(eval_path, text_col, label_col) if eval_path else None, "distill")
+    dev = _read_dev(eval_path, text_col, label_col, "distill")
     extra = read_unlabeled(unlabeled, text_col) if unlabeled else None
     params = {k: v for k, v in {"epochs": epochs, "lr": lr, "max_len": max_len, "batch_size": batch_size,
                                 "seed": seed}.items() if v is not None}
