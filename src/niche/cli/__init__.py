@@ -478,6 +478,11 @@ def demo(
               f"in {out_dir}/eval-*/")
 
 
+from .assistant import assistant_app  # noqa: E402  (after _friendly: the sub-apps import it)
+
+app.add_typer(assistant_app, name="assistant")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -1,0 +1,1 @@
+"""Scenario apps built on niche's public API (recommendation, monitoring, assistant)."""
