@@ -481,6 +481,8 @@ def demo(
 from .assistant import assistant_app  # noqa: E402  (after _friendly: the sub-apps import it)
 
 app.add_typer(assistant_app, name="assistant")
+from .monitor import monitor_app  # noqa: E402
+app.add_typer(monitor_app, name="monitor")
 
 
 def main() -> None:
