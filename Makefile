@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.niche-installed
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-slow bench venv clean browser
+.PHONY: demo test test-slow bench venv clean browser postgres
 
 venv: $(STAMP)
 
@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/niche demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q
 
 # The page test drives Debian's chromium; install it where we can, else the test skips.
 browser:
 	@scripts/install-browser.sh
+
+# The monitor's PostgreSQL tests start a throw-away cluster from Debian's binaries; install them where we can.
+postgres:
+	@scripts/install-postgres.sh
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
