@@ -172,3 +172,27 @@ def test_real_clinc150_slice_with_minilm_retrieval() -> None:
     # measured: see docs/assistant.md; these are loose floors that a broken rule or index would miss
     assert m["in_scope_accuracy"] >= 0.8
     assert m["oos_recall"] >= 0.4 and m["oos_precision"] >= 0.7
+
+
+def test_served_assistant_answers_and_maps_errors(tiny_bert: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from niche.config import ServeConfig
+    from niche.serving.app import create_app
+
+    cfg = AssistantConfig(family="sparse", classifier={}, encoder=str(tiny_bert), target_oos_precision=0.8)
+    bot = Assistant.build(intent_data(30, 20, 1), dev=intent_data(8, 12, 2), answers={"greet": "Hi!"}, config=cfg)
+    d = bot.save(tmp_path / "helpdesk")
+    with TestClient(create_app({"helpdesk": d}, ServeConfig(api_key="k" * 16, max_texts=4))) as c:
+        assert c.get("/readyz").json() == {"ready": True, "models": [], "assistants": ["helpdesk"]}
+        h = {"X-API-Key": "k" * 16}
+        r = c.post("/v1/assistants/helpdesk/answer", json={"inputs": ["hello good morning", "zebra volcano guitar"]}, headers=h)
+        assert r.status_code == 200, r.text
+        got = r.json()["answers"]
+        assert got == bot.answer(["hello good morning", "zebra volcano guitar"])
+        assert c.post("/v1/assistants/helpdesk/answer", json={"inputs": "hi"}).status_code == 401
+        assert c.post("/v1/assistants/nobody/answer", json={"inputs": "hi"}, headers=h).status_code == 404
+        assert c.post("/v1/assistants/helpdesk/answer", json={"inputs": ["a"] * 5}, headers=h).status_code == 413
+        assert c.post("/v1/assistants/helpdesk/answer", json={"inputs": " "}, headers=h).status_code == 422
+        assert c.post("/v1/assistants/helpdesk/answer", json={"text": "hi"}, headers=h).status_code == 422
+        assert "/v1/assistants/{name}/answer" in c.get("/openapi.json").json()["paths"]

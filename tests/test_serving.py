@@ -100,7 +100,7 @@ def test_model_failure_is_500_without_trace(client, monkeypatch) -> None:
 
 def test_health_ready_metrics_docs(client) -> None:
     client.post("/v1/models/sp/classify", json={"inputs": ["good", "bad"]})
-    assert client.get("/readyz").json() == {"ready": True, "models": ["sp", "tf"]}
+    assert client.get("/readyz").json() == {"ready": True, "models": ["sp", "tf"], "assistants": []}
     m = client.get("/metrics").text
     assert 'niche_requests_total{method="POST",route="/v1/models/{name}/classify",status="200"}' in m
     assert "niche_batch_texts_bucket" in m and "niche_queue_depth" in m and "niche_model_load_seconds" in m

@@ -58,6 +58,24 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class AnswerRequest(BaseModel):
+    inputs: str | list[str] = Field(description="One question or a list of questions.", examples=["what's my balance"])
+
+
+class Answer(BaseModel):
+    intent: str = Field(description="The classifier's intent (also when declined).")
+    answer: str = Field(description="The intent's canned answer, or the fallback when out of scope.")
+    confidence: float
+    similarity: float = Field(description="Cosine similarity to the nearest in-scope training utterance.")
+    matched_example: str
+    in_scope: bool
+
+
+class AnswerResponse(BaseModel):
+    assistant: str
+    answers: list[Answer]
+
+
 @dataclass
 class Slot:
     """One served model: the current classifier and its batcher, swapped together on reload."""
@@ -158,30 +176,56 @@ def _load(name: str, path: Path, cfg: ServeConfig, metrics: Metrics) -> Slot:
     return Slot(name, path, clf, batcher, time.time())
 
 
+def _load_assistant(name: str, path: Path, cfg: ServeConfig, metrics: Metrics) -> Slot:
+    from ..apps.assistant import Assistant
+
+    t0 = time.perf_counter()
+    bot = Assistant.load(path)
+    metrics.load.labels(name).set(time.perf_counter() - t0)
+    forward = metrics.forward.labels(name)
+
+    def answer(texts: list[str]) -> list[dict[str, Any]]:
+        with forward.time():
+            return bot.answer(texts)
+
+    batcher = MicroBatcher(answer, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
+                           on_batch=metrics.batch.labels(name).observe)
+    metrics.queue.labels(name).set_function(lambda: batcher.depth)
+    return Slot(name, path, bot, batcher, time.time())
+
+
 def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) -> FastAPI:
-    """Build the app; models load at startup (``/readyz`` turns 200 when all are loaded)."""
+    """Build the app; models load at startup (``/readyz`` turns 200 when all are loaded).
+
+    A directory written by ``niche assistant build`` is served as an assistant
+    (``POST /v1/assistants/{name}/answer``); every other one as a classifier."""
+    from ..apps.assistant import is_assistant_dir
+
     cfg = cfg or ServeConfig()
     cfg.validate()
     if not models:
         raise InvalidRequest("give at least one model directory to serve")
     metrics = Metrics()
     slots: dict[str, Slot] = {}
+    bots: dict[str, Slot] = {}  # assistants
     reload_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         for name, path in models.items():
-            slot = await loop.run_in_executor(None, _load, name, Path(path), cfg, metrics)
+            kind = "assistant" if is_assistant_dir(path) else "model"
+            loader = _load_assistant if kind == "assistant" else _load
+            slot = await loop.run_in_executor(None, loader, name, Path(path), cfg, metrics)
             slot.batcher.start()
-            slots[name] = slot
-            log.info("loaded model %s from %s", name, path)
+            (bots if kind == "assistant" else slots)[name] = slot
+            log.info("loaded %s %s from %s", kind, name, path)
         try:  # SIGHUP reloads every model (only possible when serving from the main thread)
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_all()))
         except (NotImplementedError, RuntimeError, ValueError, AttributeError):
             pass
         yield
-        for slot in list(slots.values()):
+        for slot in list(slots.values()) + list(bots.values()):
             await slot.batcher.drain_and_stop()
 
     app = FastAPI(title="niche", version="1", lifespan=lifespan,
@@ -233,14 +277,27 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
             raise UnknownModel(f"no model named {name!r}; served models: {', '.join(sorted(slots)) or 'none yet'}")
         return slot
 
+    def check_texts(texts: list[str]) -> list[str]:
+        if not texts:
+            raise InvalidRequest("inputs is empty; send a text or a non-empty list of texts")
+        if len(texts) > cfg.max_texts:
+            raise PayloadTooLarge(f"{len(texts)} texts in one request; the limit is {cfg.max_texts} (--max-texts)")
+        for i, t in enumerate(texts):
+            if len(t) > cfg.max_chars:
+                raise PayloadTooLarge(f"input {i} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
+            if not t.strip():
+                raise InvalidRequest(f"input {i} is empty or whitespace-only")
+        return texts
+
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        ready = len(slots) == len(models)
-        return JSONResponse({"ready": ready, "models": sorted(slots)}, status_code=200 if ready else 503)
+        ready = len(slots) + len(bots) == len(models)
+        return JSONResponse({"ready": ready, "models": sorted(slots), "assistants": sorted(bots)},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
@@ -262,16 +319,7 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
               dependencies=[Depends(check_key)])
     async def classify(name: str, req: ClassifyRequest) -> JSONResponse:
         slot = slot_for(name)  # taken once: this request finishes on this model even if a reload swaps it
-        texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
-        if not texts:
-            raise InvalidRequest("inputs is empty; send a text or a non-empty list of texts")
-        if len(texts) > cfg.max_texts:
-            raise PayloadTooLarge(f"{len(texts)} texts in one request; the limit is {cfg.max_texts} (--max-texts)")
-        for i, t in enumerate(texts):
-            if len(t) > cfg.max_chars:
-                raise PayloadTooLarge(f"input {i} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
-            if not t.strip():
-                raise InvalidRequest(f"input {i} is empty or whitespace-only")
+        texts = check_texts([req.inputs] if isinstance(req.inputs, str) else req.inputs)
         if cfg.log_texts:
             log.info("classify %s: %r", name, texts)
         proba = await slot.batcher.submit(texts)
@@ -295,6 +343,15 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         # Built as plain JSON (the response_model above documents it): per-label pydantic objects
         # cost more than the model's forward pass for short texts.
         return JSONResponse({"model": name, "predictions": preds})
+
+    @app.post("/v1/assistants/{name}/answer", tags=["assistants"], response_model=AnswerResponse,
+              dependencies=[Depends(check_key)])
+    async def answer(name: str, req: AnswerRequest) -> JSONResponse:
+        slot = bots.get(name)
+        if slot is None:
+            raise UnknownModel(f"no assistant named {name!r}; served assistants: {', '.join(sorted(bots)) or 'none'}")
+        texts = check_texts([req.inputs] if isinstance(req.inputs, str) else req.inputs)
+        return JSONResponse({"assistant": name, "answers": await slot.batcher.submit(texts)})
 
     @app.post("/v1/models/{name}/reload", tags=["models"], dependencies=[Depends(check_key)])
     async def reload(name: str) -> dict[str, Any]:
