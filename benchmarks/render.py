@@ -109,7 +109,9 @@ def render(results: Path, datasets: dict, machine: str, args: str) -> str:
               "where padding would cost more than a forward call (`plan_batches`), and `torch.inference_mode`; "
               "the model, tokenizer, truncation and batch size are the same.",
               "- Tests never assert timings; these numbers are only produced here.", ""]
-    return "\n".join(lines)
+    from render_apps import app_lines, splice
+
+    return splice("\n".join(lines), app_lines(results))
 
 
 def _serve_section(results: Path, lines: list[str]) -> list[tuple[str, str, bool | None]]:

@@ -192,7 +192,8 @@ class Assistant:
     # -- build ------------------------------------------------------------------------------
     @classmethod
     def build(cls, data: LabeledData, *, dev: LabeledData | None = None, answers: dict[str, str] | None = None,
-              config: AssistantConfig | None = None, progress: bool = False) -> "Assistant":
+              config: AssistantConfig | None = None, classifier: TextClassifier | None = None,
+              progress: bool = False) -> "Assistant":
         """Train the classifier, embed the utterances, calibrate the abstention rule.
 
         Args:
@@ -201,6 +202,8 @@ class Assistant:
                 ``config.dev_fraction`` of ``data``). Out-of-scope rows in dev make calibration
                 for a target precision possible.
             answers: canned answer per intent; intents without one answer with their name.
+            classifier: an already trained intent classifier to use instead of training one (its
+                classes must be the in-scope intents of ``data``).
         """
         cfg = config or AssistantConfig()
         cfg.validate()
@@ -219,7 +222,13 @@ class Assistant:
             raise DataError(f"answers given for intents not in the training data: {', '.join(unknown[:10])}. "
                             "Fix the label names in the answers file.")
 
-        clf = TextClassifier(cfg.family, **cfg.classifier).fit(train_in, eval_data=dev_in, progress=progress)
+        if classifier is None:
+            clf = TextClassifier(cfg.family, **cfg.classifier).fit(train_in, eval_data=dev_in, progress=progress)
+        else:
+            clf = classifier
+            if sorted(clf.classes_) != train_in.classes:
+                raise DataError(f"the given classifier knows {len(clf.classes_)} intents but the data has "
+                                f"{len(train_in.classes)} in-scope intents; train it on the same in-scope labels.")
         encoder = SentenceEncoder.load(cfg.encoder, max_len=cfg.embed_max_len)
         index = encoder.embed(data.texts)
         th = Thresholds()
