@@ -223,15 +223,19 @@ def run_monitor(
                 raise ConfigError(f"{store.url} was filled by a model with labels {st['labels']} watching "
                                   f"{st['negative_label']!r}; this model has {labels} and {cfg.negative_label!r}. "
                                   "Use a new --db for a different model.")
-            store.set_state(conn, labels=labels, negative_label=cfg.negative_label)
-        t0 = time.perf_counter()
-        for row in store.pending_alerts():  # committed by an earlier run that stopped before delivering them
-            _deliver(store, row, cfg, summary, on_alert)
-        lines = _lines(feed, store, log, summary, cfg.flush_after)
-        batches = _batches(lines, matcher, log, summary, cfg.batch_size, st.get("max_ts_ms"))
+            if "bucket_ms" in st and st["bucket_ms"] != rule.ms("step"):
+                raise ConfigError(f"{store.url} counts texts in steps of {st['bucket_ms'] // 1000} s; --step "
+                                  f"{rule.step} does not match. Pass --step {st['bucket_ms'] // 1000}s or use a new --db.")
+            store.set_state(conn, labels=labels, negative_label=cfg.negative_label, bucket_ms=rule.ms("step"))
         ex, submit = _executor(model, model_dir, cfg.predict_workers)
-        pending: deque[tuple[_Batch, Future]] = deque()
         try:
+            submit(["warm-up"]).result()  # start the worker and load the model before the clock starts
+            t0 = time.perf_counter()
+            for row in store.pending_alerts():  # committed by an earlier run that stopped before delivering them
+                _deliver(store, row, cfg, summary, on_alert)
+            lines = _lines(feed, store, log, summary, cfg.flush_after)
+            batches = _batches(lines, matcher, log, summary, cfg.batch_size, st.get("max_ts_ms"))
+            pending: deque[tuple[_Batch, Future]] = deque()
             for batch in batches:
                 pending.append((batch, submit([r.text for r in batch.records])))
                 # keep one batch predicting while the previous one is written
@@ -290,12 +294,18 @@ def _write(store: Store, batch: _Batch, proba: np.ndarray, neg_col: int, labels:
                 summary.late += 1
             ments += [{"doc_id": r.id, "entity": e, "ts_ms": r.ts_ms, "negative": int(k == neg_col)} for e in r.entities]
         store.insert_mentions(conn, ments)
+        step = rule.ms("step")
+        counts: dict[tuple[str, int], list[int]] = {}
+        for m in ments:
+            c = counts.setdefault((m["entity"], m["ts_ms"] // step * step), [0, 0])
+            c[0] += 1
+            c[1] += m["negative"]
+        store.add_to_buckets(conn, [{"entity": e, "bucket_ms": b, "n": n, "negatives": k} for (e, b), (n, k) in counts.items()])
         for source, (offset, line) in batch.positions.items():
             if source != "-":
                 store.set_progress(conn, source, offset, line)
         fired: list[dict[str, Any]] = []
         if batch.records:
-            step = rule.ms("step")
             max_ts = max([r.ts_ms for r in batch.records] + ([st["max_ts_ms"]] if "max_ts_ms" in st else []))
             if last_b is None:
                 last_b = min(r.ts_ms for r in batch.records) // step * step

@@ -28,7 +28,6 @@ import math
 import time
 import urllib.error
 import urllib.request
-from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -94,6 +93,9 @@ class AlertRule:
             setattr(self, name, parse_duration(getattr(self, name)))
         if self.step.total_seconds() <= 0 or self.window < self.step:
             raise ConfigError(f"step ({self.step}) must be positive and at most the window ({self.window}).")
+        if self.step.total_seconds() % 1 or self.window % self.step or self.baseline % self.step:
+            raise ConfigError(f"window ({self.window}) and baseline ({self.baseline}) must be whole multiples of the "
+                              f"step ({self.step}), a whole number of seconds: windows are summed from step buckets.")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}.")
         if self.test not in ("binomial", "ztest"):
@@ -119,19 +121,19 @@ def evaluate(store: Store, conn: Connection, rule: AlertRule, last_b: int, new_b
     """Test every (entity, window end) with last_b < end <= new_b; insert and return the alerts that fire.
 
     Only (entity, end) pairs whose window holds at least ``min_negatives`` negatives can fire, so they
-    are found first from the negative mentions alone (one indexed range query); the full counts are
-    read only for those. Returns (new alert rows, candidates suppressed by the cooldown).
+    are found first from the step buckets with a negative (one small range query); the baseline is
+    read only for those. Returns (new alert rows, significant rises suppressed by the cooldown).
     """
     step, window, baseline, cooldown = rule.ms("step"), rule.ms("window"), rule.ms("baseline"), rule.ms("cooldown")
-    negs: dict[str, list[int]] = defaultdict(list)
-    for entity, ts in store.negatives_between(conn, last_b + step - window, new_b):
-        negs[entity].append(ts)
+    negs: dict[str, dict[int, int]] = defaultdict(dict)
+    for entity, b, _n, k in store.buckets_between(conn, last_b + step - window, new_b):
+        negs[entity][b] = k
     candidates: list[tuple[int, str]] = []
-    for entity, ts in negs.items():
-        if len(ts) < rule.min_negatives:
+    for entity, per_bucket in negs.items():
+        if sum(per_bucket.values()) < rule.min_negatives:
             continue
         for b in range(last_b + step, new_b + 1, step):
-            if bisect_left(ts, b) - bisect_left(ts, b - window) >= rule.min_negatives:
+            if sum(per_bucket.get(x, 0) for x in range(b - window, b, step)) >= rule.min_negatives:
                 candidates.append((b, entity))
     fired: list[dict[str, Any]] = []
     suppressed = 0

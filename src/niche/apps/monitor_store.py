@@ -8,6 +8,7 @@ what makes a killed run resumable without losing or doubling anything.
 Tables (all prefixed ``monitor_``):
     docs      one row per feed ``id`` (primary key; a second copy of an id is ignored)
     mentions  (doc_id, entity) pairs with the event time and whether the text was negative
+    buckets   per entity and ``step`` of event time: texts and negatives (what the alert rule reads)
     progress  per feed file: byte offset and line number of the last line consumed
     alerts    one row per alert, unique per (entity, window_end_ms)
     state     key/value: last evaluated window boundary, newest event time, model labels
@@ -16,7 +17,7 @@ Tables (all prefixed ``monitor_``):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,16 @@ mentions = Table(
     Column("ts_ms", BigInteger, nullable=False),
     Column("negative", SmallInteger, nullable=False),  # 0/1 (summable in every dialect)
     Index("ix_monitor_mentions_entity_ts", "entity", "ts_ms"),
-    Index("ix_monitor_mentions_neg_ts", "negative", "ts_ms"),
+)
+
+# Counts per (entity, step bucket), incremented in the same transaction as the mentions they count:
+# the alert rule sums <= baseline/step rows per test instead of scanning a week of mentions.
+buckets = Table(
+    "monitor_buckets", metadata,
+    Column("entity", String, primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True),  # start of the bucket, a multiple of the step
+    Column("n", Integer, nullable=False),
+    Column("negatives", Integer, nullable=False),
 )
 
 progress = Table(
@@ -154,6 +164,16 @@ class Store:
         if rows:
             conn.execute(self._insert(mentions).on_conflict_do_nothing(index_elements=["doc_id", "entity"]), list(rows))
 
+    def add_to_buckets(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Add (entity, bucket_ms, n, negatives) rows to the bucket counts (upsert with increment)."""
+        if not rows:
+            return
+        ins = self._insert(buckets)
+        stmt = ins.on_conflict_do_update(index_elements=["entity", "bucket_ms"],
+                                         set_={"n": buckets.c.n + ins.excluded.n,
+                                               "negatives": buckets.c.negatives + ins.excluded.negatives})
+        conn.execute(stmt, list(rows))
+
     def insert_alert(self, conn: Connection, row: dict[str, Any]) -> int | None:
         """Insert-or-ignore one alert; its id, or ``None`` if that (entity, window end) was already alerted."""
         stmt = (self._insert(alerts).on_conflict_do_nothing(index_elements=["entity", "window_end_ms"])
@@ -183,17 +203,16 @@ class Store:
             self._upsert(conn, state, "key", {"key": k, "value": json.dumps(v)})
 
     # -- queries used by the alert rule and the report ---------------------------------------
-    def negatives_between(self, conn: Connection, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
-        """(entity, ts_ms) of negative mentions with start <= ts < end, sorted."""
-        q = (select(mentions.c.entity, mentions.c.ts_ms)
-             .where(mentions.c.negative == 1, mentions.c.ts_ms >= start_ms, mentions.c.ts_ms < end_ms)
-             .order_by(mentions.c.entity, mentions.c.ts_ms))
-        return [(e, int(t)) for e, t in conn.execute(q).all()]
+    def buckets_between(self, conn: Connection, start_ms: int, end_ms: int) -> list[tuple[str, int, int, int]]:
+        """(entity, bucket_ms, n, negatives) of buckets with start <= bucket_ms < end and a negative in them."""
+        q = (select(buckets.c.entity, buckets.c.bucket_ms, buckets.c.n, buckets.c.negatives)
+             .where(buckets.c.bucket_ms >= start_ms, buckets.c.bucket_ms < end_ms, buckets.c.negatives > 0))
+        return [(e, int(b), int(n), int(k)) for e, b, n, k in conn.execute(q).all()]
 
     def counts(self, conn: Connection, entity: str, start_ms: int, end_ms: int) -> tuple[int, int]:
-        """(texts, negatives) about ``entity`` with start <= ts < end."""
-        q = (select(func.count(), func.coalesce(func.sum(mentions.c.negative), 0))
-             .where(mentions.c.entity == entity, mentions.c.ts_ms >= start_ms, mentions.c.ts_ms < end_ms))
+        """(texts, negatives) about ``entity`` with start <= ts < end (both multiples of the bucket size)."""
+        q = (select(func.coalesce(func.sum(buckets.c.n), 0), func.coalesce(func.sum(buckets.c.negatives), 0))
+             .where(buckets.c.entity == entity, buckets.c.bucket_ms >= start_ms, buckets.c.bucket_ms < end_ms))
         n, neg = conn.execute(q).one()
         return int(n), int(neg)
 
@@ -236,14 +255,3 @@ class Store:
 
 def open_store(db: str | Path | None) -> Store:
     return Store(normalize_url(db)).open()
-
-
-def chunks(rows: Iterable[Any], n: int) -> Iterable[list[Any]]:
-    buf: list[Any] = []
-    for r in rows:
-        buf.append(r)
-        if len(buf) >= n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
