@@ -207,7 +207,7 @@ class TextClassifier:
 
         tm = TransformerModel.from_base(cfg, labels)
         train_ids, dev_ids = tm.encode(train.texts), tm.encode(dev.texts)
-        cfg_fp = {k: v for k, v in config_to_dict(cfg).items() if k not in ("device", "threads", "checkpoint_every")}
+        cfg_fp = {k: v for k, v in config_to_dict(cfg).items() if k not in ("device", "threads", "checkpoint_every", "grad_accum")}
         fp = fingerprint(data_sha, dev.sha256(), labels, cfg_fp)
         tmp_ckpt = checkpoint_dir is None
         ckpt = Path(checkpoint_dir) if checkpoint_dir else Path(tempfile.mkdtemp(prefix="niche-ckpt-"))

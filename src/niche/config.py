@@ -51,6 +51,12 @@ class TransformerConfig:
     """Save a resumable checkpoint every N optimizer steps (and at every evaluation)."""
     group_by_length: bool = True
     """Length-grouped batches with dynamic padding: much less padding on CPU, same expected gradient."""
+    grad_accum: int = 1
+    """Split each process's share of a batch into this many micro-batches (less memory, same
+    gradient: ``batch_size`` stays the batch of one optimizer step)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Forward-pass precision in training (autocast; weights and optimizer stay fp32). ``bf16`` on
+    CPUs and recent GPUs, ``fp16`` on CUDA only (with loss scaling)."""
     eval_batch_size: int = 64
     seed: int = 42
     device: str = "auto"
@@ -59,7 +65,9 @@ class TransformerConfig:
     """torch intra-op threads; 0 keeps torch's default (all cores)."""
 
     def validate(self) -> None:
-        _positive(self, "max_len", "epochs", "batch_size", "eval_batch_size", "checkpoint_every")
+        _positive(self, "max_len", "epochs", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, bf16 or fp16; got {self.precision!r}.")
         if self.max_len < 8:
             raise ConfigError(f"max_len must be at least 8 tokens, got {self.max_len}.")
         if self.truncation not in ("head", "tail", "head+tail"):

@@ -8,10 +8,19 @@ Checkpoints (all safetensors + JSON, never pickle) live in ``ckpt_dir/step-N/``:
 AdamW moments, scheduler/loop state and the torch RNG state. The batch order of an epoch is a
 pure function of (seed, epoch), so a resumed run skips exactly the batches already done and
 reproduces an uninterrupted run step for step.
+
+Distributed (under ``torchrun``/``accelerate launch``, see :mod:`niche.distributed`): the model is
+wrapped in DistributedDataParallel and ``batch_size`` stays the *global* batch of one optimizer
+step. Every process computes the same batch order and takes every ``world``-th text of each
+(length-sorted) batch, optionally in ``grad_accum`` micro-batches; each loss is normalized by the
+global batch, so the summed gradient is the single-process gradient whatever the number of
+processes. Hence a checkpoint resumes on any number of processes. Rank 0 evaluates, prints and
+writes checkpoints (``ckpt_dir`` must be on storage every node sees to resume a multi-node run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,8 +38,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
+from . import distributed
 from .config import TransformerConfig
-from .errors import ResumeError
+from .errors import ConfigError, ResumeError
 from .families.transformer import TransformerModel
 
 log = logging.getLogger(__name__)
@@ -140,6 +150,17 @@ def save_checkpoint(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Opt
     return final
 
 
+def _autocast(precision: str, device: torch.device) -> Any:
+    """Mixed-precision context for the forward pass (weights and optimizer stay fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA GPU (the device is {device}); use --precision bf16 on a CPU, or fp32.")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --precision fp16 or fp32.")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
@@ -185,6 +206,10 @@ def train_transformer(
     model, device = tm.model, tm.device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    ctx = distributed.init(device)
+    progress = progress and ctx.is_main
+    autocast = _autocast(cfg.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     n_classes = model.config.num_labels
@@ -210,18 +235,32 @@ def train_transformer(
         counts = np.bincount(known, minlength=n_classes).astype(np.float64)
         w = len(known) / (n_classes * np.maximum(counts, 1))
         weight = torch.tensor(w, dtype=torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=-100)
+    w_np = weight.cpu().numpy() if weight is not None else None
 
-    def compute_loss(logits: torch.Tensor, labels: torch.Tensor, b: list[int]) -> torch.Tensor:
+    def norms(b: list[int]) -> tuple[float, float]:
+        """Normalizers of the *global* batch ``b``: total class weight of its labeled rows (the
+        denominator of a weighted-mean cross-entropy) and its row count (KL ``batchmean``)."""
+        y = train_y[b]
+        y = y[y >= 0]
+        return (float(w_np[y].sum()) if w_np is not None else float(len(y))), float(len(b))
+
+    def compute_loss(logits: torch.Tensor, labels: torch.Tensor, part: list[int], ce_norm: float,
+                     kl_norm: float) -> torch.Tensor:
+        """This micro-batch's share of the global-batch loss (sums divided by global normalizers;
+        with one process and no accumulation it equals the usual mean loss)."""
+        ce = None
+        if ce_norm > 0 and bool((labels >= 0).any()):
+            ce = torch.nn.functional.cross_entropy(logits, labels, weight=weight, ignore_index=-100,
+                                                   reduction="sum") / ce_norm
         if soft is None:
-            return loss_fn(logits, labels)
+            return ce if ce is not None else logits.sum() * 0.0
         T = temperature
-        teacher = torch.as_tensor(soft[b], dtype=torch.float32, device=device) / T
+        teacher = torch.as_tensor(soft[part], dtype=torch.float32, device=device) / T
         kl = torch.nn.functional.kl_div(torch.log_softmax(logits / T, -1), torch.log_softmax(teacher, -1),
-                                        log_target=True, reduction="batchmean") * (T * T)
-        if alpha >= 1 or not bool((labels >= 0).any()):
+                                        log_target=True, reduction="sum") * (T * T) / kl_norm
+        if alpha >= 1 or ce_norm == 0:
             return kl
-        return (1 - alpha) * loss_fn(logits, labels) + alpha * kl
+        return (1 - alpha) * (ce if ce is not None else kl * 0.0) + alpha * kl
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last = latest_checkpoint(ckpt_dir)
@@ -246,18 +285,32 @@ def train_transformer(
         log.info("resuming from %s (step %d of %d)", last, state.global_step, state.total_steps)
 
     def evaluate_dev() -> float:
-        logits = tm.logits_for_ids(dev_ids)
-        f1 = float(f1_score(dev_y, logits.argmax(1), average="macro", labels=list(range(n_classes)), zero_division=0))
-        acc = float((logits.argmax(1) == dev_y).mean())
-        state.evals.append({"step": state.global_step, "epoch": state.epoch, "dev_macro_f1": f1, "dev_accuracy": acc})
-        if f1 > state.best_f1:
-            state.best_f1, state.best_step, state.bad_evals = f1, state.global_step, 0
-            tmp = ckpt_dir / f".{BEST}.tmp"
-            save_file(_state_dict(model), str(tmp))
-            os.replace(tmp, ckpt_dir / BEST)
-        else:
-            state.bad_evals += 1
-        return f1
+        """Rank 0 scores dev and keeps the best weights; every rank gets the same bookkeeping."""
+        if ctx.is_main:
+            logits = tm.logits_for_ids(dev_ids)
+            f1 = float(f1_score(dev_y, logits.argmax(1), average="macro", labels=list(range(n_classes)), zero_division=0))
+            acc = float((logits.argmax(1) == dev_y).mean())
+            state.evals.append({"step": state.global_step, "epoch": state.epoch, "dev_macro_f1": f1, "dev_accuracy": acc})
+            if f1 > state.best_f1:
+                state.best_f1, state.best_step, state.bad_evals = f1, state.global_step, 0
+                tmp = ckpt_dir / f".{BEST}.tmp"
+                save_file(_state_dict(model), str(tmp))
+                os.replace(tmp, ckpt_dir / BEST)
+            else:
+                state.bad_evals += 1
+        book = distributed.broadcast((state.evals, state.best_f1, state.best_step, state.bad_evals))
+        state.evals, state.best_f1, state.best_step, state.bad_evals = book
+        return state.evals[-1]["dev_macro_f1"]
+
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net: torch.nn.Module = DistributedDataParallel(model, device_ids=ids)
+        torch.manual_seed(cfg.seed + 1000 * ctx.rank)  # dropout masks differ between ranks, as in one big batch
+    else:
+        net = model
+    accum = cfg.grad_accum
 
     model.train()
     bar = tqdm(total=state.total_steps, initial=state.global_step, desc="fine-tuning", unit="step",
@@ -267,21 +320,39 @@ def train_transformer(
     while state.epoch < cfg.epochs and not state.stopped_early:
         batches = batch_order(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
         for b in batches[state.step_in_epoch:]:
-            inputs = tm.collate([train_ids[i] for i in b])
-            labels = torch.as_tensor(train_y[b], dtype=torch.long, device=device)
-            logits = model(**inputs).logits
-            loss = compute_loss(logits.float(), labels, b)
-            loss.backward()
+            ce_norm, kl_norm = norms(b)
+            mine = b[ctx.rank::ctx.world]  # this process's share of the global batch
+            scale = float(ctx.world)  # DDP averages gradients over processes; the losses are already global
+            if not mine:  # a global batch smaller than the world: join the all-reduce with a zero gradient
+                mine, scale = b[:1], 0.0
+            parts = [mine[i::accum] for i in range(min(accum, len(mine)))]
+            step_loss = 0.0
+            for k, part in enumerate(parts):
+                sync = k == len(parts) - 1 or not ctx.enabled
+                with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+                    inputs = tm.collate([train_ids[i] for i in part])
+                    labels = torch.as_tensor(train_y[part], dtype=torch.long, device=device)
+                    logits = net(**inputs).logits
+                    loss = compute_loss(logits.float(), labels, part, ce_norm, kl_norm) * scale
+                (scaler.scale(loss) if scaler else loss).backward()
+                step_loss += float(loss.detach()) / max(ctx.world, 1)
+            if scaler:
+                scaler.unscale_(opt)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             state.global_step += 1
             state.step_in_epoch += 1
-            loss_acc += float(loss.detach())
+            loss_acc += step_loss
             loss_n += 1
             if state.global_step % 10 == 0:
+                loss_acc = distributed.all_reduce_sum(loss_acc, device)  # each rank held its share of the loss
                 state.losses.append([state.global_step, loss_acc / loss_n])
                 bar.set_postfix(loss=f"{loss_acc / loss_n:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
                                 best_f1=f"{max(state.best_f1, 0):.4f}")
@@ -303,7 +374,7 @@ def train_transformer(
                         state.stopped_early = True
             bar.update(1)
             state.seconds = time.perf_counter() - t0
-            if evaluated or state.global_step % cfg.checkpoint_every == 0 or state.stopped_early:
+            if (evaluated or state.global_step % cfg.checkpoint_every == 0 or state.stopped_early) and ctx.is_main:
                 save_checkpoint(ckpt_dir, model, opt, sched, state, fp)
             for cb in callbacks:
                 cb(state)
@@ -312,9 +383,11 @@ def train_transformer(
     bar.close()
     if not state.evals:  # e.g. zero steps left after resume: still have a dev score
         evaluate_dev()
+    distributed.barrier()  # rank 0 has written the best weights
     best = ckpt_dir / BEST
     if best.is_file():
         model.load_state_dict(load_file(str(best), device=str(device)))
+    distributed.barrier()  # every rank has read them before rank 0 may clean up
     model.eval()
     state.seconds = time.perf_counter() - t0
     return state

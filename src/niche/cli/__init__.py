@@ -86,6 +86,8 @@ def train(
     skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Skip (and count) rows with empty text instead of failing.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (0 = default).")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-batches per optimizer step (same gradient, less memory).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16 (fp16: CUDA only).")] = None,
     test_path: Annotated[Optional[Path], typer.Option("--test", help="Also evaluate on this file; report in OUT/eval-test/.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -95,7 +97,7 @@ def train(
 
     names = {"base": base, "max_len": max_len, "truncation": truncation, "epochs": epochs, "batch_size": batch_size,
              "lr": lr, "head_lr_mult": head_lr_mult, "warmup_ratio": warmup_ratio, "patience": patience, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
-             "seed": seed, "device": device, "threads": threads}
+             "seed": seed, "device": device, "threads": threads, "grad_accum": grad_accum, "precision": precision}
     if class_weights:
         names["class_weights"] = True
     params = {k: v for k, v in names.items() if v is not None}
@@ -113,6 +115,11 @@ def train(
     clf = TextClassifier(family, **params)
     clf.fit(train_data, eval_data=dev, dev_fraction=dev_fraction, checkpoint_dir=ckpt if family != "sparse" else None,
             resume=resume, progress=not quiet)
+    from .. import distributed
+
+    if not distributed.is_main():  # under torchrun: rank 0 evaluates, saves and reports
+        distributed.shutdown()
+        return
     reports = {"dev": clf.info_["metrics"]["dev"]}
     import tempfile
 
@@ -127,6 +134,7 @@ def train(
         shutil.rmtree(ckpt, ignore_errors=True)  # the model is safely saved; checkpoints are no longer needed
     out.print(metrics_side_by_side(reports, title=f"{family} model -> {out_dir}"))
     out.print(f"trained in {clf.info_['training']['seconds']:.1f} s; saved to [bold]{out_dir}[/]")
+    distributed.shutdown()
 
 
 @app.command()

@@ -75,8 +75,8 @@ def resolve_base(base: str) -> str:
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
         return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if torch.cuda.is_available():  # under torchrun each process takes the GPU of its local rank
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
