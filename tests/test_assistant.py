@@ -196,3 +196,21 @@ def test_served_assistant_answers_and_maps_errors(tiny_bert: Path, tmp_path: Pat
         assert c.post("/v1/assistants/helpdesk/answer", json={"inputs": " "}, headers=h).status_code == 422
         assert c.post("/v1/assistants/helpdesk/answer", json={"text": "hi"}, headers=h).status_code == 422
         assert "/v1/assistants/{name}/answer" in c.get("/openapi.json").json()["paths"]
+
+
+def test_calibrate_reweights_precision_to_the_expected_oos_rate() -> None:
+    rng = np.random.default_rng(1)
+    n_in, n_oos = 900, 100  # dev: 10 % out of scope
+    prob = np.concatenate([rng.beta(6, 1.5, n_in), rng.beta(2, 3, n_oos)])
+    flat = np.ones(n_in + n_oos)
+    is_oos = np.arange(n_in + n_oos) >= n_in
+    correct = ~is_oos
+    th_dev, rec_dev = calibrate(prob, flat, flat, correct, is_oos, 0.8, 0.02, False)
+    th_30, rec_30 = calibrate(prob, flat, flat, correct, is_oos, 0.8, 0.02, False, oos_rate=0.3)
+    declined = ~decide(prob, flat, flat, th_30)
+    tp, fp = (declined & is_oos).sum(), (declined & ~is_oos).sum()
+    w = (0.3 / 0.7) * n_in / n_oos  # each dev oos query counts as w queries
+    assert rec_30["dev_oos_precision"] == pytest.approx(w * tp / (w * tp + fp))
+    # out-of-scope questions being commoner, the same precision allows declining more of them
+    assert rec_30["dev_oos_recall"] >= rec_dev["dev_oos_recall"]
+    assert rec_30["expected_oos_rate"] == 0.3 and rec_dev["expected_oos_rate"] == pytest.approx(0.1)

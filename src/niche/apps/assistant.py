@@ -64,6 +64,11 @@ class AssistantConfig:
     target_oos_precision: float = 0.9
     """Calibration target: of the queries the assistant declines, at least this share should really
     be out of scope (measured on dev)."""
+    expected_oos_rate: float | None = None
+    """Share of out-of-scope questions expected in real traffic. Precision depends on it: the same
+    rule declines mostly out-of-scope questions when they are common and mostly in-scope ones when
+    they are rare. Calibration reweights the dev out-of-scope examples to this share; ``None``
+    takes dev's own share as it is."""
     in_scope_reject_rate: float = 0.02
     """Used only when dev has no out-of-scope examples: decline this share of in-scope dev queries."""
     dev_fraction: float = 0.2
@@ -77,6 +82,8 @@ class AssistantConfig:
             raise ConfigError(f"family must be transformer or sparse, got {self.family!r}.")
         if not 0 < self.target_oos_precision <= 1:
             raise ConfigError(f"target_oos_precision must be in (0, 1], got {self.target_oos_precision}.")
+        if self.expected_oos_rate is not None and not 0 < self.expected_oos_rate < 1:
+            raise ConfigError(f"expected_oos_rate must be in (0, 1), got {self.expected_oos_rate}.")
         if not 0 <= self.in_scope_reject_rate < 1:
             raise ConfigError(f"in_scope_reject_rate must be in [0, 1), got {self.in_scope_reject_rate}.")
         if not 0 < self.dev_fraction < 1:
@@ -104,13 +111,16 @@ def _candidates(x: np.ndarray, n: int = 24) -> np.ndarray:
 
 
 def calibrate(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, correct: np.ndarray, is_oos: np.ndarray,
-              target_precision: float, reject_rate: float, use_margin: bool) -> tuple[Thresholds, dict[str, Any]]:
+              target_precision: float, reject_rate: float, use_margin: bool,
+              oos_rate: float | None = None) -> tuple[Thresholds, dict[str, Any]]:
     """Pick thresholds on dev.
 
     Args:
         prob, sim, margin: features per dev query (see the module docstring).
         correct: the classifier's intent is right (only meaningful where ``~is_oos``).
         is_oos: the dev query is out of scope.
+        oos_rate: expected share of out-of-scope queries in traffic; precision is computed with the
+            dev out-of-scope queries weighted to it (``None``: dev's own share).
     Returns:
         the thresholds and a JSON-ready record of how they were chosen and what they give on dev.
     """
@@ -122,6 +132,10 @@ def calibrate(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, correct: np
         acc = float((correct & (prob >= t))[ins].mean())
         return th, {"method": "in-scope reject rate (no out-of-scope examples in dev)", "reject_rate": reject_rate,
                     "dev_in_scope_accuracy": acc, "dev_oos": 0}
+    n_in = int(ins.sum())
+    # weight of one dev out-of-scope query when counting declined queries, so that they make up
+    # oos_rate of the (weighted) dev set
+    w = 1.0 if oos_rate is None else (oos_rate / (1 - oos_rate)) * n_in / n_oos
     best: tuple[float, float, Thresholds, dict[str, float]] | None = None
     margins = _candidates(margin) if use_margin else np.array([-np.inf])
     for tm in margins:
@@ -132,7 +146,7 @@ def calibrate(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, correct: np
                 declined = ~accept
                 n_declined = int(declined.sum())
                 tp_oos = int((declined & is_oos).sum())
-                precision = tp_oos / n_declined if n_declined else 1.0
+                precision = w * tp_oos / (w * tp_oos + n_declined - tp_oos) if n_declined else 1.0
                 recall = tp_oos / n_oos
                 acc = float((accept & correct)[ins].mean())
                 if precision < target_precision or tp_oos == 0:
@@ -147,7 +161,8 @@ def calibrate(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, correct: np
                               "dev_in_scope_accuracy": acc, "dev_oos_recall": 0.0, "dev_oos": n_oos}
     _, _, th, rec = best
     return th, {"method": "grid search", "reached_target": True, "target_oos_precision": target_precision,
-                "dev_oos": n_oos, "dev_in_scope": int(ins.sum())} | rec
+                "expected_oos_rate": oos_rate if oos_rate is not None else n_oos / len(is_oos),
+                "dev_oos": n_oos, "dev_in_scope": n_in} | rec
 
 
 # -- the assistant -------------------------------------------------------------------------
@@ -238,7 +253,8 @@ class Assistant:
         is_oos = np.array([lab == oos for lab in dev.labels])
         correct = np.array([p == y for p, y in zip(label, dev.labels)])
         th, record = calibrate(prob, sim, margin, correct, is_oos, cfg.target_oos_precision,
-                               cfg.in_scope_reject_rate, use_margin=bool(bot._is_oos_example.any()))
+                               cfg.in_scope_reject_rate, use_margin=bool(bot._is_oos_example.any()),
+                               oos_rate=cfg.expected_oos_rate)
         bot.thresholds = th
         bot.info = {
             "format_version": FORMAT_VERSION,

@@ -41,6 +41,7 @@ def build(
     epochs: Annotated[int, typer.Option("--epochs")] = 5,
     max_len: Annotated[int, typer.Option("--max-len")] = 32,
     target_precision: Annotated[float, typer.Option("--target-oos-precision", help="Out-of-scope precision to calibrate for on dev.")] = 0.9,
+    expected_oos_rate: Annotated[Optional[float], typer.Option("--expected-oos-rate", help="Share of out-of-scope questions expected in traffic (default: dev's share); precision is calibrated at this share.")] = None,
     oos_label: Annotated[str, typer.Option("--oos-label")] = "oos",
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
@@ -54,7 +55,7 @@ def build(
     if base and family == "transformer":
         params["base"] = base
     cfg = AssistantConfig(family=family, classifier=params, encoder=base or DEFAULT_BASE,
-                          target_oos_precision=target_precision, oos_label=oos_label)
+                          target_oos_precision=target_precision, expected_oos_rate=expected_oos_rate, oos_label=oos_label)
     train = read_labeled(data, text_col=text_col, label_col=label_col)
     dev_data = read_labeled(dev, text_col=text_col, label_col=label_col) if dev else None
     bot = Assistant.build(train, dev=dev_data, answers=read_answers(answers) if answers else None, config=cfg,
