@@ -491,6 +491,8 @@ from .assistant import assistant_app  # noqa: E402  (after _friendly: the sub-ap
 app.add_typer(assistant_app, name="assistant")
 from .monitor import monitor_app  # noqa: E402
 app.add_typer(monitor_app, name="monitor")
+from .recommend import recommend_app  # noqa: E402
+app.add_typer(recommend_app, name="recommend")
 
 
 def main() -> None:

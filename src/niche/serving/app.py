@@ -205,6 +205,10 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
     cfg.validate()
     if not models:
         raise InvalidRequest("give at least one model directory to serve")
+    from ..apps.recommend import is_recommender_dir  # recommender dirs: serving/recommend.py
+
+    rec_paths = {n: Path(p) for n, p in models.items() if is_recommender_dir(p)}
+    models = {n: p for n, p in models.items() if n not in rec_paths}
     metrics = Metrics()
     slots: dict[str, Slot] = {}
     bots: dict[str, Slot] = {}  # assistants
@@ -213,6 +217,7 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, load_recommenders)
         for name, path in models.items():
             kind = "assistant" if is_assistant_dir(path) else "model"
             loader = _load_assistant if kind == "assistant" else _load
@@ -271,6 +276,10 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         if not hmac.compare_digest(given.encode(), cfg.api_key.encode()):
             raise Unauthorized("missing or wrong API key; send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
 
+    from .recommend import add_recommender_routes
+
+    load_recommenders = add_recommender_routes(app, rec_paths, check_key, cfg)
+
     def slot_for(name: str) -> Slot:
         slot = slots.get(name)
         if slot is None:
@@ -295,8 +304,9 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        ready = len(slots) + len(bots) == len(models)
-        return JSONResponse({"ready": ready, "models": sorted(slots), "assistants": sorted(bots)},
+        ready = len(slots) + len(bots) == len(models) and len(app.state.recommenders) == len(rec_paths)
+        return JSONResponse({"ready": ready, "models": sorted(slots), "assistants": sorted(bots),
+                             "recommenders": sorted(app.state.recommenders)},
                             status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"])
