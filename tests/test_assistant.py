@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from niche import LabeledData
-from niche.apps.assistant import Assistant, AssistantConfig, Thresholds, calibrate, decide, oos_metrics, read_answers
+from niche.apps.assistant import Assistant, AssistantConfig, calibrate, decide, oos_metrics, read_answers
 from niche.cli import app
 from niche.errors import DataError
 

@@ -161,3 +161,28 @@ def test_precision_flags_are_checked(nodrop_bert: Path) -> None:
                          device="cpu").fit(*tr, eval_data=dv)  # bf16 autocast on a CPU trains (16 steps)
     curve = np.array(clf.info_["training"]["loss_curve"])
     assert curve.shape == (1, 2) and np.isfinite(curve).all()
+
+
+def test_distill_under_torchrun_trains_on_both_ranks_and_rank0_writes(data, nodrop_bert: Path, single: Path,
+                                                                      tmp_path: Path) -> None:
+    script = tmp_path / "distill_job.py"
+    out = tmp_path / "student"
+    script.write_text(f"""
+import os
+from niche import read_labeled
+from niche.compress import GuardConfig
+from niche.distill import DistillConfig, distill
+params = dict(epochs=2, batch_size=16, lr=2e-3, warmup_ratio=0.0, patience=0, device="cpu", threads=1, seed=0)
+rep = distill({str(single)!r}, read_labeled({str(data[0])!r}), read_labeled({str(data[1])!r}), {str(out)!r},
+              DistillConfig("layers:1"), params=params,
+              guard=GuardConfig(max_drop=100.0, require_faster=False, rounds=1, speed_texts=40, latency_texts=5))
+print("RANK", os.environ["RANK"], "VERDICT", None if rep["verdict"] is None else rep["verdict"]["passed"], flush=True)
+""")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--master-addr",
+           "127.0.0.1", "--master-port", str(free_port()), str(script)]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "RANK 0 VERDICT True" in r.stdout and "RANK 1 VERDICT None" in r.stdout
+    info = json.loads((out / "niche.json").read_text())
+    assert info["training"]["steps"] == 20 and info["training"]["distillation"]["student"] == "layers:1"
+    assert (out / "compression_report.json").is_file()

@@ -20,7 +20,9 @@ import copy
 import hashlib
 import re
 import json
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed
 from .classifier import META, TextClassifier
 from .compress import GuardConfig, guarded
 from .config import config_to_dict, make_config
@@ -132,7 +135,7 @@ def teacher_logits(teacher: TextClassifier, teacher_dir: Path, texts: list[str],
             logits = np.log(np.clip(teacher.predict_proba(texts, progress=bar), 1e-12, 1)).astype(np.float32)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several ranks may write it at once
         save_file({"logits": np.ascontiguousarray(logits, dtype=np.float32)}, str(tmp))
         tmp.replace(path)
     return logits
@@ -234,6 +237,13 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
         (d / META).write_text(json.dumps(clf.info_, indent=2, ensure_ascii=False), encoding="utf-8")
         (d / "README.md").write_text(clf._model_card(out.name), encoding="utf-8")
 
+    if distributed.env_world() > 1 and int(os.environ.get("RANK", "0") or 0) != 0:
+        # under torchrun: the other ranks train the transformer student alongside rank 0 (DDP);
+        # rank 0 alone measures it through the guard and writes it
+        if kind != "sparse":
+            with tempfile.TemporaryDirectory(prefix="niche-distill-rank-") as d:
+                build(Path(d))
+        return {"verdict": None, "rank": int(os.environ["RANK"])}
     return guarded(teacher_dir, out, guard_data or dev, build, f"distill --student {cfg.student}", guard,
                    result_name=f"student {cfg.student}", progress=progress)
 

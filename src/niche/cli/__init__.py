@@ -314,7 +314,11 @@ def distill(
                                 "seed": seed}.items() if v is not None}
     rep = do_distill(teacher, train_data, dev, out_dir, DistillConfig(student, alpha, temperature), unlabeled=extra,
                      params=params, guard=_guard_opts(max_drop, threads), resume=resume, progress=not quiet)
-    _print_compression(rep)
+    from .. import distributed
+
+    if rep.get("verdict") is not None:  # None: a non-zero rank under torchrun (rank 0 reports)
+        _print_compression(rep)
+    distributed.shutdown()
 
 
 @data_app.command("inspect")
