@@ -61,7 +61,7 @@ def _load_encoder(src: str, max_len: int) -> ItemEncoder:
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"cannot load the encoder from {src} ({e}); pass --base with a local Hugging Face "
                                  "model directory (config.json, model.safetensors, tokenizer files).") from None
-    return ItemEncoder(model, tok, max_len)
+    return ItemEncoder(model, tok, max_len, source=src)
 
 
 class Recommender:
@@ -97,7 +97,7 @@ class Recommender:
             progress("embedding all items")
         self.item_ids_, self.item_texts_ = list(data.item_ids), list(data.item_texts)
         self._index = {iid: k for k, iid in enumerate(self.item_ids_)}
-        self.vectors_, self.prior_ = self._embed_tokens(token_ids)
+        self.vectors_, self.prior_, self.hvectors_ = self._embed_tokens(token_ids)
         self.blend_ = {"cooc": 0.0, "pop": 0.0, "decay": 1.0}
         val = {}
         if cfg.blend and len(val_users):
@@ -116,12 +116,14 @@ class Recommender:
         return self
 
     def _embed_tokens(self, token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids -> ((n, d) unit item vectors, (n,) text prior in cosine units: T * bias)."""
+        """Token ids -> ((n, d) unit item vectors, (n,) text prior in cosine units: T * bias,
+        (n, d) unit pooled outputs: the user tower's input)."""
         pooled = self._encoder().pooled_all(token_ids, self.config_.eval_batch_size)
         with torch.no_grad():
             vecs = self.towers_.items(pooled).numpy().astype(np.float32)
             prior = (self.config_.temperature * self.towers_.bias(pooled)).numpy().astype(np.float32)
-        return vecs, prior
+            unit = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
+        return vecs, prior, unit
 
     def _set_collaborative(self, data: Interactions) -> None:
         X = rm.user_item_matrix(data.users, data.items, data.n_users, len(self.item_ids_))
@@ -156,7 +158,7 @@ class Recommender:
         for r, h in enumerate(hists):
             h = np.asarray(h)[-n:][::-1]
             H[r, : len(h)], M[r, : len(h)] = h, True
-        return self._users_from_vectors(torch.as_tensor(self.vectors_[H]), torch.as_tensor(M))
+        return self._users_from_vectors(torch.as_tensor(self.hvectors_[H]), torch.as_tensor(M))
 
     def _users_from_vectors(self, hv: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
@@ -229,7 +231,7 @@ class Recommender:
             texts = [t for t in (history_text or []) if t and t.strip()]
             if not texts:
                 raise DataError("history_text is empty; give at least one non-empty text.")
-            vecs = self.embed_texts(texts[-self.config_.history:][::-1])
+            _, _, vecs = self._embed_tokens(self._encoder().tokenize(texts[-self.config_.history:][::-1]))
             u = self._users_from_vectors(torch.as_tensor(vecs)[None], torch.ones((1, len(vecs)), dtype=torch.bool))
             text = (u @ self.vectors_.T)[0] + self.prior_
             pop = self.blend_["pop"] * self._pop_part()
@@ -262,25 +264,26 @@ class Recommender:
             raise DataError(f"{len(ids)} item ids but {len(texts)} texts; they must pair up.")
         if not len(ids):
             return {"added": 0, "updated": 0, "items": len(self.item_ids_)}
-        vecs, prior = self._embed_tokens(self._encoder().tokenize(list(texts)))
+        vecs, prior, unit = self._embed_tokens(self._encoder().tokenize(list(texts)))
         added = updated = 0
-        new_vecs, new_prior = [], []
-        for iid, text, v, p in zip(ids, texts, vecs, prior):
+        new: list[int] = []
+        for r, (iid, text) in enumerate(zip(ids, texts)):
             iid = str(iid)
             if iid in self._index:
-                self.vectors_[self._index[iid]], self.prior_[self._index[iid]] = v, p
-                self.item_texts_[self._index[iid]] = text
+                j = self._index[iid]
+                self.vectors_[j], self.prior_[j], self.hvectors_[j] = vecs[r], prior[r], unit[r]
+                self.item_texts_[j] = text
                 updated += 1
             else:
                 self._index[iid] = len(self.item_ids_)
                 self.item_ids_.append(iid)
                 self.item_texts_.append(text)
-                new_vecs.append(v)
-                new_prior.append(p)
+                new.append(r)
                 added += 1
         if added:
-            self.vectors_ = np.concatenate([self.vectors_, np.stack(new_vecs)])
-            self.prior_ = np.concatenate([self.prior_, np.array(new_prior, np.float32)])
+            self.vectors_ = np.concatenate([self.vectors_, vecs[new]])
+            self.prior_ = np.concatenate([self.prior_, prior[new]])
+            self.hvectors_ = np.concatenate([self.hvectors_, unit[new]])
             n = len(self.item_ids_)
             self.pop_ = np.concatenate([self.pop_, np.zeros(added, np.float32)])
             c = self.cooc_
@@ -316,7 +319,8 @@ class Recommender:
                 enc.model.save_pretrained(str(d / "encoder"), safe_serialization=True)
                 enc.tokenizer.save_pretrained(str(d / "encoder"))
             save_torch({k: v.contiguous() for k, v in self.towers_.state_dict().items()}, str(d / "towers.safetensors"))
-            save_file({"vectors": self.vectors_, "prior": self.prior_, "popularity": self.pop_}, str(d / "items.safetensors"))
+            save_file({"vectors": self.vectors_, "prior": self.prior_, "history_vectors": self.hvectors_,
+                       "popularity": self.pop_}, str(d / "items.safetensors"))
             c = self.cooc_.tocsr()
             save_file({"indptr": c.indptr.astype(np.int64), "indices": c.indices.astype(np.int64),
                        "data": c.data.astype(np.float32)}, str(d / "cooc.safetensors"))
@@ -350,6 +354,7 @@ class Recommender:
             self._index = {iid: k for k, iid in enumerate(self.item_ids_)}
             arrays = load_file(str(path / "items.safetensors"))
             self.vectors_, self.prior_, self.pop_ = arrays["vectors"], arrays["prior"], arrays["popularity"]
+            self.hvectors_ = arrays["history_vectors"]
             c = load_file(str(path / "cooc.safetensors"))
             n = len(self.item_ids_)
             self.cooc_ = sp.csr_matrix((c["data"], c["indices"], c["indptr"]), shape=(n, n))

@@ -1,16 +1,12 @@
 """The two towers and their training loop.
 
 Item tower: the base encoder over the item text, mean-pooled, a linear adapter, L2-normalized.
-User tower: the last ``history`` item vectors of the user (cached, no gradient into the encoder),
-attention-pooled with a learned query plus a learned per-position (recency) bias, a linear map,
-L2-normalized. Score = cosine(user, item).
+User tower: the last ``history`` items of the user (their normalized pooled encoder outputs, from a
+cache: no gradient into the encoder), attention-pooled with a learned query plus a learned
+per-position (recency) bias, a linear map into the item space, L2-normalized.
+Score = cosine(user, item) + a text-derived item prior.
 
-Training (next-item prediction in time order): a step samples ``batch_size`` (history, next item)
-pairs; the next items are encoded with gradient through the top ``train_layers`` encoder layers;
-negatives are the other targets of the batch plus ``random_negatives`` uniformly sampled items
-from the cache; loss = softmax cross-entropy of the scores / ``temperature``. History items come
-from a cache of pooled encoder outputs, re-encoded every ``refresh_every`` steps: this keeps a
-step at B encoder passes instead of B * (history + 1), which is what makes it fit 2 CPU cores.
+Training (next-item prediction in time order) is in two phases, see :func:`train_towers`.
 """
 
 from __future__ import annotations
@@ -56,8 +52,9 @@ class RecommendConfig:
     """Learning rate of the towers' small parameters (adapter, attention, recency bias)."""
     train_layers: int = 2
     """Top encoder layers fine-tuned; the embeddings and lower layers stay frozen (CPU budget)."""
-    refresh_every: int = 50
-    """Re-encode the whole item cache every N steps."""
+    refresh_every: int = 1000
+    """Re-encode the negatives' item cache every N fine-tuning steps (one pass over all items costs
+    ~1-2 min on 2 cores, so by default the cache stays the base encoder's for the short phase 2)."""
     max_minutes: float = 30.0
     """Training stops after this many minutes even if ``steps`` are not done (the budget)."""
     cooc_neighbors: int = 200
@@ -110,7 +107,9 @@ class Towers(torch.nn.Module):
         return self.item_bias(pooled).squeeze(-1)
 
     def users(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """hist (B, N, d) unit item vectors, most recent first; mask (B, N) True = real item -> (B, d)."""
+        """hist (B, N, d) unit pooled encoder outputs of the history, most recent first (not through the
+        item adapter: ``user_map`` maps into the item space, which keeps a step cheap); mask (B, N)
+        True = real item -> (B, d) unit user vectors."""
         logits = hist @ self.query + self.recency[: hist.shape[1]]  # (B, N)
         logits = logits.masked_fill(~mask, float("-inf"))
         w = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all-masked rows -> zeros
@@ -121,8 +120,8 @@ class Towers(torch.nn.Module):
 class ItemEncoder:
     """Tokenizer + ``AutoModel`` with mean pooling; one encoding path for training, caching and serving."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_len: int):
-        self.model, self.tokenizer, self.max_len = model, tokenizer, max_len
+    def __init__(self, model: Any, tokenizer: Any, max_len: int, source: str = ""):
+        self.model, self.tokenizer, self.max_len, self.source = model, tokenizer, max_len, source
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_len, verbose=False)["input_ids"]
@@ -195,6 +194,9 @@ def history_batch(seqs: list[np.ndarray], pairs: np.ndarray, n: int) -> tuple[np
     return hist, mask
 
 
+_BASE_CACHE: dict[tuple, torch.Tensor] = {}
+
+
 def _candidates(rng: np.random.Generator, targets: np.ndarray, n_items: int, negatives: int) -> tuple[np.ndarray, torch.Tensor]:
     """The batch's distinct next items followed by up to ``negatives`` uniformly sampled other items.
 
@@ -239,7 +241,12 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
                         "recommendation needs interaction histories.")
     t0 = time.perf_counter()
     enc_params = enc.freeze_below(cfg.train_layers)
-    cache = enc.pooled_all(token_ids, cfg.eval_batch_size).clone()  # (I, d); clone: a normal (non-inference) tensor
+    key = (enc.source, cfg.max_len, hash(tuple(map(tuple, token_ids))))
+    if key not in _BASE_CACHE:  # the base encoder's item outputs, reused by the next fit in this process
+        _BASE_CACHE.clear()
+        _BASE_CACHE[key] = enc.pooled_all(token_ids, cfg.eval_batch_size).clone()  # clone: a normal tensor
+    cache = _BASE_CACHE[key].clone()  # (I, d)
+    unit = F.normalize(cache, dim=-1)  # history inputs of the user tower
     if progress:
         progress(f"encoded {len(token_ids)} items ({time.perf_counter() - t0:.0f} s)")
     targets_all = np.array([seqs[u][t] for u, t in pairs])
@@ -256,8 +263,7 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
             idx = order[s:s + bs]
             hist, mask = history_batch(seqs, pairs[idx], cfg.history)
             cand, tgt = _candidates(rng, targets_all[idx], n_items, cfg.negatives)  # (C,), (B,) positions in cand
-            h = towers.items(cache[torch.as_tensor(hist)])  # (B, N, d)
-            user_vec = towers.users(h, torch.as_tensor(mask))  # (B, d)
+            user_vec = towers.users(unit[torch.as_tensor(hist)], torch.as_tensor(mask))  # (B, d)
             pooled = cache[torch.as_tensor(cand)]
             loss = _softmax_loss(user_vec, towers.items(pooled), towers.bias(pooled), tgt, cfg.temperature)
             opt.zero_grad()
@@ -279,6 +285,7 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
     for step in range(steps):
         if step and step % cfg.refresh_every == 0:
             cache = enc.pooled_all(token_ids, cfg.eval_batch_size).clone()
+            unit = F.normalize(cache, dim=-1)
         enc.model.train()
         idx = rng.choice(len(pairs), size=min(cfg.batch_size, len(pairs)), replace=False)
         hist, mask = history_batch(seqs, pairs[idx], cfg.history)
@@ -286,9 +293,7 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
         n_live = len(np.unique(targets_all[idx]))  # cand starts with the batch's distinct next items
         live = enc.pooled(token_ids_of(token_ids, cand[:n_live]))  # (U, d), gradient into the top layers
         pooled = torch.cat([live, cache[torch.as_tensor(cand[n_live:])]])  # negatives from the cache
-        with torch.no_grad():
-            h = towers.items(cache[torch.as_tensor(hist)])
-        user_vec = towers.users(h, torch.as_tensor(mask))
+        user_vec = towers.users(unit[torch.as_tensor(hist)], torch.as_tensor(mask))
         loss = _softmax_loss(user_vec, towers.items(pooled), towers.bias(pooled), tgt, cfg.temperature)
         opt.zero_grad()
         loss.backward()
