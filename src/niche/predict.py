@@ -65,6 +65,32 @@ def _chunks(path: Path, text_col: str, chunk_rows: int, skip: int) -> Iterator[t
         yield rows, texts, header
 
 
+def format_chunk(fmt: str, rows: list[dict[str, Any]], proba: Any, labels: list[str], header: list[str],
+                 write_header: bool) -> bytes:
+    """One scored chunk as output bytes: each input row + ``predicted``, ``confidence``, ``p_<label>``.
+
+    Shared by the local engine and the Ray engine (``predict_ray``) so both write the same bytes.
+    ``fmt`` is ``csv``, ``tsv`` or ``jsonl``; ``write_header`` adds the CSV/TSV header row first.
+    """
+    extra = ["predicted", "confidence"] + [f"p_{lab}" for lab in labels]
+    buf = io.StringIO()
+    if fmt == "jsonl":
+        for rec, p in zip(rows, proba):
+            k = int(p.argmax())
+            obj = dict(rec) | {"predicted": labels[k], "confidence": round(float(p[k]), 6)}
+            obj |= {f"p_{lab}": round(float(x), 6) for lab, x in zip(labels, p)}
+            buf.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    else:
+        w = csv.writer(buf, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+        cols = [c for c in header if c not in extra]
+        if write_header:
+            w.writerow(cols + extra)
+        for rec, p in zip(rows, proba):
+            k = int(p.argmax())
+            w.writerow([rec.get(c, "") for c in cols] + [labels[k], f"{p[k]:.6f}"] + [f"{x:.6f}" for x in p])
+    return buf.getvalue().encode("utf-8")
+
+
 def predict_file(
     clf: TextClassifier,
     input_path: str | Path,
@@ -125,23 +151,8 @@ def predict_file(
     with out.open("ab") as f:
         for rows, texts, header in _chunks(inp, text_col, chunk_rows, done):
             proba = clf.predict_proba(texts, batch_size=batch_size)
-            buf = io.StringIO()
-            if fmt == "jsonl":
-                for rec, p in zip(rows, proba):
-                    k = int(p.argmax())
-                    obj = dict(rec) | {"predicted": labels[k], "confidence": round(float(p[k]), 6)}
-                    obj |= {f"p_{lab}": round(float(x), 6) for lab, x in zip(labels, p)}
-                    buf.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-            else:
-                w = csv.writer(buf, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
-                cols = [c for c in header if c not in extra]
-                if write_header:
-                    w.writerow(cols + extra)
-                    write_header = False
-                for rec, p in zip(rows, proba):
-                    k = int(p.argmax())
-                    w.writerow([rec.get(c, "") for c in cols] + [labels[k], f"{p[k]:.6f}"] + [f"{x:.6f}" for x in p])
-            f.write(buf.getvalue().encode("utf-8"))
+            f.write(format_chunk(fmt, rows, proba, labels, header, write_header))
+            write_header = False
             f.flush()
             os.fsync(f.fileno())
             done += len(rows)

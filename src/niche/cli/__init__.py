@@ -179,11 +179,26 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Labels shown per --text.")] = 3,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output instead of resuming.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray: score the file on a Ray cluster (pip install 'niche[ray]'; also writes .parquet).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="With --engine ray: an existing cluster (e.g. 127.0.0.1:6379); default: start a local one.")] = None,
+    num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="With --engine ray: scoring actors, one model copy each (default: the cluster's CPUs).")] = None,
 ) -> None:
     """Classify --text strings, or a whole file into --out."""
     from ..classifier import TextClassifier
     from ..errors import ConfigError
 
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine {engine!r} is not known; use --engine local or --engine ray.")
+    if engine == "local" and (address is not None or num_workers is not None):
+        raise ConfigError("--address and --num-workers apply to --engine ray only; add --engine ray.")
+    if engine == "ray" and input_path is not None and output is not None:
+        from ..predict_ray import predict_file_ray
+
+        res = predict_file_ray(model, input_path, output, text_col=text_col, batch_size=batch_size,
+                               num_workers=num_workers, address=address, overwrite=overwrite, progress=not quiet)
+        out.print(f"{res['rows']} rows -> {output} on the {res['cluster']} with {res['num_workers']} workers "
+                  f"(start-up {res['init_s'] + res['first_result_s']:.1f} s, {res['seconds']:.1f} s in all)")
+        return
     if (text is None) == (input_path is None):
         raise ConfigError("give either --text \"...\" or an INPUT file with --out OUTPUT (not both, not neither).")
     if input_path is not None and output is None:
