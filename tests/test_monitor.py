@@ -349,6 +349,24 @@ def test_config_errors_say_the_fix(tmp_path: Path, model: TextClassifier):
     run_monitor(model, feed, tmp_path / "m.db")
     with pytest.raises(ConfigError, match="new --db"):
         run_monitor(other, feed, tmp_path / "m.db")
+    with pytest.raises(ConfigError, match="--step 900s"):
+        run_monitor(model, feed, tmp_path / "m.db", config=MonitorConfig(rule=AlertRule(step="10m")))
+    with pytest.raises(ConfigError, match="multiples of the step"):
+        run_monitor(model, feed, tmp_path / "m2.db", config=MonitorConfig(rule=AlertRule(window="50m", step="15m")))
+
+
+def test_process_worker_gives_the_same_database(tmp_path: Path, model_dir: Path):
+    """--predict-workers 1 (model loaded in a worker process) stores exactly what the thread mode stores."""
+    recs = calm_feed(hours=30) + burst("ACME", T0 + 26 * 3600)
+    feed = write_feed(tmp_path / "feed.jsonl", recs)
+    rows = {}
+    for workers in (0, 1):
+        db = tmp_path / f"w{workers}.db"
+        s = run_monitor(model_dir, feed, db, config=MonitorConfig(predict_workers=workers, batch_size=64))
+        assert s.stored == len(recs) and s.alerts == 1
+        with sqlite3.connect(db) as c:
+            rows[workers] = c.execute("SELECT id, label, round(p_negative, 6) FROM monitor_docs ORDER BY id").fetchall()
+    assert rows[0] == rows[1]
 
 
 # -- webhook against a real HTTP server on loopback ------------------------------------------------

@@ -1,0 +1,165 @@
+"""Monitor benchmark (issue 5A): burst detection on a Financial PhraseBank replay, and ingestion
+throughput against the model's own prediction speed, in one run.
+
+    python benchmarks/monitor.py                      # sparse model (needs ../shared/data)
+    python benchmarks/monitor.py --transformer        # also a fine-tuned MiniLM (slow on 2 cores)
+
+1. Train the sparse model on the PhraseBank train part (niche.apps.monitor_demo.phrasebank_split:
+   50agree_train minus a sha1 quarter); score it on the held-out replay pool.
+2. Detection, per seed: a timeline of 6,000 calm pool sentences (drawn with replacement, ~30 per
+   hour over ~8 days, 5 synthetic tickers + 20 % matched by a watch list of real company names)
+   with 30 distinct gold-negative pool sentences attached to one ticker within one hour. Ingest with
+   the default rule into SQLite; an alert is a hit if its entity is the burst's and its window
+   overlaps the burst, anything else is a false alert. The default rule (binomial, alpha 1e-4, >= 6
+   negatives in the window) and three others for comparison. The defaults were chosen on seeds 0-5
+   and 100-119; the reported replays use seeds 200-219, not looked at before.
+3. Throughput: a busier 40,000-text feed (~300 per hour). Interleaved, `--repeats` times: the
+   model's predict_proba alone on the same texts in batches of 256, then `run_monitor` end to end
+   (read, parse, predict, SQLite, alert rule) into a fresh database, with prediction in a thread and
+   in a separate process. Medians; ratio = ingestion texts/s / predict_proba texts/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()}-core VM, {cpu or platform.processor()}, Python {platform.python_version()}"
+
+
+def detection(clf, pool, seeds: list[int], work: Path) -> dict:
+    from niche.apps.monitor import AlertRule, MonitorConfig, run_monitor
+    from niche.apps.monitor_demo import WATCH_LIST, build_replay
+    from niche.apps.monitor_store import open_store
+
+    rules = {"default (binomial, alpha 1e-4, >= 6 negatives)": AlertRule(),
+             "binomial, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, min_negatives=5),
+             "binomial, alpha 1e-5, >= 5 negatives": AlertRule(alpha=1e-5, min_negatives=5),
+             "z-test, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, test="ztest", min_negatives=5)}
+    out: dict = {name: {"runs": []} for name in rules}
+    for seed in seeds:
+        replay = build_replay(pool, n_calm=6000, seed=seed)
+        feed = replay.write(work / f"replay-{seed}.jsonl")
+        for name, rule in rules.items():
+            db = work / f"replay-{seed}-{len(out[name]['runs'])}-{abs(hash(name)) % 10**6}.db"
+            s = run_monitor(clf, feed, db, entities=WATCH_LIST, config=MonitorConfig(rule=rule))
+            store = open_store(db)
+            score = replay.score(store.all_alerts(), rule.ms("window"))
+            store.close()
+            out[name]["runs"].append({"seed": seed, **score, "calm_sentences": replay.n_calm, "days": replay.info["days"],
+                                      "texts_per_s": round(s.texts_per_s, 1), "mentions": s.mentions,
+                                      "watch_list_mentions": s.mentions - (s.records - s.no_entity)})
+        print(f"  seed {seed}: " + "; ".join(f"{n}: detected={r['runs'][-1]['detected']} "
+                                              f"min={r['runs'][-1]['minutes_to_alert']} false={r['runs'][-1]['false_alerts']}"
+                                              for n, r in out.items()), flush=True)
+    for r in out.values():
+        runs = r["runs"]
+        r["detected"] = sum(x["detected"] for x in runs)
+        r["false_alerts"] = sum(x["false_alerts"] for x in runs)
+        r["calm_sentences"] = sum(x["calm_sentences"] for x in runs)
+        mins = [x["minutes_to_alert"] for x in runs if x["minutes_to_alert"] is not None]
+        r["minutes_to_alert_median"] = statistics.median(mins) if mins else None
+        r["minutes_to_alert_max"] = max(mins) if mins else None
+    return out
+
+
+def throughput(clf, model_dir: Path, pool, work: Path, repeats: int, n: int = 40000, label: str = "sparse") -> dict:
+    from niche.apps.monitor import MonitorConfig, run_monitor
+    from niche.apps.monitor_demo import WATCH_LIST, build_replay
+
+    replay = build_replay(pool, n_calm=n, per_hour=300, seed=123)
+    feed = replay.write(work / f"throughput-{label}.jsonl")
+    texts = [r["text"] for r in replay.records]
+    res: dict = {"texts": len(texts), "batch_size": 256, "predict": [], "ingest_thread": [], "ingest_process": []}
+    for rep in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), 256):
+            clf.predict_proba(texts[i:i + 256])
+        res["predict"].append(len(texts) / (time.perf_counter() - t0))
+        for mode, workers in (("ingest_thread", 0), ("ingest_process", 1)):
+            db = work / f"tp-{label}-{rep}-{workers}.db"
+            s = run_monitor(model_dir, feed, db, entities=WATCH_LIST, config=MonitorConfig(predict_workers=workers))
+            assert s.stored == len(texts), s
+            res[mode].append(s.texts_per_s)
+        print(f"  [{label}] repeat {rep}: predict {res['predict'][-1]:.0f}/s, ingest thread "
+              f"{res['ingest_thread'][-1]:.0f}/s, process {res['ingest_process'][-1]:.0f}/s", flush=True)
+    for k in ("predict", "ingest_thread", "ingest_process"):
+        res[k] = [round(v, 1) for v in res[k]]
+        res[k + "_median"] = round(statistics.median(res[k]), 1)
+    res["ratio_thread"] = round(res["ingest_thread_median"] / res["predict_median"], 3)
+    res["ratio_process"] = round(res["ingest_process_median"] / res["predict_median"], 3)
+    res["ratio_best"] = max(res["ratio_thread"], res["ratio_process"])
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=20, help="replays for the detection part")
+    ap.add_argument("--first-seed", type=int, default=200,
+                    help="seeds 0-5 and 100-119 were used to choose the defaults; the reported replays start here")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the throughput part")
+    ap.add_argument("--transformer", action="store_true", help="also measure throughput with a fine-tuned MiniLM")
+    a = ap.parse_args()
+    from niche import TextClassifier
+    from niche.apps.monitor_demo import phrasebank_split
+
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    train, pool = phrasebank_split()
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
+    try:
+        print(f"train {len(train)} sentences, replay pool {len(pool)}")
+        clf = TextClassifier("sparse").fit([t for t, _ in train], [lab for _, lab in train])
+        pool_metrics = clf.evaluate([t for t, _ in pool], [lab for _, lab in pool])
+        model_dir = clf.save(work / "sparse")
+        print("detection ...")
+        det = detection(clf, pool, list(range(a.first_seed, a.first_seed + a.seeds)), work)
+        print("throughput (sparse) ...")
+        tp = {"sparse": throughput(clf, model_dir, pool, work, a.repeats)}
+        models = {"sparse": {"pool_accuracy": pool_metrics["accuracy"], "pool_macro_f1": pool_metrics["macro"]["f1"],
+                             "negative_recall": pool_metrics["per_class"]["negative"]["recall"]
+                             if "per_class" in pool_metrics else None,
+                             "train_seconds": clf.info_["training"]["seconds"]}}
+        if a.transformer:
+            print("training the transformer ...")
+            tr = TextClassifier("transformer", epochs=3, max_len=64).fit([t for t, _ in train], [lab for _, lab in train])
+            m = tr.evaluate([t for t, _ in pool], [lab for _, lab in pool])
+            models["transformer"] = {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
+                                     "train_seconds": tr.info_["training"]["seconds"], "base": "all-MiniLM-L6-v2",
+                                     "max_len": 64, "epochs": 3}
+            tp["transformer"] = throughput(tr, tr.save(work / "transformer"), pool, work, 1, n=4000, label="transformer")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res = {"command": "python benchmarks/monitor.py" + (" --transformer" if a.transformer else ""),
+           "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
+           "date": dt.date.today().isoformat(), "machine": machine(),
+           "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
+           "train_sentences": len(train), "pool_sentences": len(pool), "models": models, "detection": det,
+           "throughput": tp, "wall_s": round(time.perf_counter() - t_start, 1)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "monitor.json").write_text(json.dumps(res, indent=2))
+    print(f"written {RESULTS / 'monitor.json'} in {res['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
