@@ -33,7 +33,7 @@ from ..classifier import library_versions, write_dir_atomically
 from ..errors import DataError, ModelLoadError
 from . import recommend_metrics as rm
 from .recommend_data import Interactions, leave_last_out
-from .recommend_model import ItemEncoder, RecommendConfig, Towers, train_towers
+from .recommend_model import ItemEncoder, RecommendConfig, Towers, base_cache, train_towers
 
 META = "niche.json"
 KIND = "recommender"  # the marker in niche.json that tells a recommender dir from a classifier dir
@@ -92,12 +92,27 @@ class Recommender:
         fit_data, val_users, val_items = leave_last_out(data) if cfg.blend else (data, None, None)
         token_ids = self._enc.tokenize(data.item_texts)
         self.towers_ = Towers(self._enc.model.config.hidden_size, cfg.history)
-        stats = train_towers(self._enc, self.towers_, token_ids, fit_data.sequences(), cfg, progress)
-        if progress:
-            progress("embedding all items")
         self.item_ids_, self.item_texts_ = list(data.item_ids), list(data.item_texts)
         self._index = {iid: k for k, iid in enumerate(self.item_ids_)}
-        self.vectors_, self.prior_, self.hvectors_ = self._embed_tokens(token_ids)
+
+        def measure(cache: torch.Tensor) -> dict[str, Any]:
+            """Validation NDCG@10 of the text score after phase 1 (frozen encoder), to show what phase 2 adds."""
+            if not cfg.blend or not len(val_users):
+                return {}
+            self.vectors_, self.prior_, self.hvectors_ = self._embed_tokens(token_ids, cache)
+            seqs = fit_data.sequences()
+            seen = rm.user_item_matrix(fit_data.users, fit_data.items, fit_data.n_users, len(self.item_ids_))
+            _, nd = rm.hit_ndcg_batch(self._text_scores([seqs[u] for u in val_users]), val_items, seen, val_users)
+            if progress:
+                progress(f"after phase 1: validation NDCG@10 (text) {nd.mean():.4f}")
+            return {"validation_ndcg@10_text": round(float(nd.mean()), 4)}
+
+        stats = train_towers(self._enc, self.towers_, token_ids, fit_data.sequences(), cfg, progress, measure)
+        if progress:
+            progress("embedding all items")
+        unchanged = stats["finetune_steps"] == 0  # then the encoder is the base one: reuse its item outputs
+        self.vectors_, self.prior_, self.hvectors_ = self._embed_tokens(token_ids, base_cache(self._enc, token_ids)
+                                                                        if unchanged else None)
         self.blend_ = {"cooc": 0.0, "pop": 0.0, "decay": 1.0}
         val = {}
         if cfg.blend and len(val_users):
@@ -115,10 +130,12 @@ class Recommender:
         }
         return self
 
-    def _embed_tokens(self, token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def _embed_tokens(self, token_ids: list[list[int]], pooled: torch.Tensor | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids -> ((n, d) unit item vectors, (n,) text prior in cosine units: T * bias,
         (n, d) unit pooled outputs: the user tower's input)."""
-        pooled = self._encoder().pooled_all(token_ids, self.config_.eval_batch_size)
+        if pooled is None:
+            pooled = self._encoder().pooled_all(token_ids, self.config_.eval_batch_size)
         with torch.no_grad():
             vecs = self.towers_.items(pooled).numpy().astype(np.float32)
             prior = (self.config_.temperature * self.towers_.bias(pooled)).numpy().astype(np.float32)

@@ -197,6 +197,17 @@ def history_batch(seqs: list[np.ndarray], pairs: np.ndarray, n: int) -> tuple[np
 _BASE_CACHE: dict[tuple, torch.Tensor] = {}
 
 
+def base_cache(enc: ItemEncoder, token_ids: list[list[int]], batch_size: int = 128) -> torch.Tensor:
+    """The base encoder's pooled outputs (I, d) for these items, computed once per process: the two
+    fits of ``evaluate`` and the final embedding of an un-fine-tuned model reuse them. Only valid
+    before ``enc`` is fine-tuned (keyed by the encoder's source directory)."""
+    key = (enc.source, enc.max_len, hash(tuple(map(tuple, token_ids))))
+    if key not in _BASE_CACHE:
+        _BASE_CACHE.clear()
+        _BASE_CACHE[key] = enc.pooled_all(token_ids, batch_size).clone()  # clone: a normal (non-inference) tensor
+    return _BASE_CACHE[key]
+
+
 def _candidates(rng: np.random.Generator, targets: np.ndarray, n_items: int, negatives: int) -> tuple[np.ndarray, torch.Tensor]:
     """The batch's distinct next items followed by up to ``negatives`` uniformly sampled other items.
 
@@ -217,8 +228,9 @@ def _softmax_loss(user_vec: torch.Tensor, items: torch.Tensor, bias: torch.Tenso
 
 
 def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], seqs: list[np.ndarray],
-                 cfg: RecommendConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Next-item training in two phases. ``seqs``: per user, item codes in time order.
+                 cfg: RecommendConfig, progress: Callable[[str], None] | None = None,
+                 after_phase1: Callable[[torch.Tensor], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Next-item training in two phases (``after_phase1(cache)`` may measure the model in between). ``seqs``: per user, item codes in time order.
 
     1. Towers only (``tower_epochs`` over every (history, next item) pair), encoder frozen: item
        vectors come from one cache of pooled encoder outputs, so a full softmax over all items costs
@@ -241,11 +253,7 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
                         "recommendation needs interaction histories.")
     t0 = time.perf_counter()
     enc_params = enc.freeze_below(cfg.train_layers)
-    key = (enc.source, cfg.max_len, hash(tuple(map(tuple, token_ids))))
-    if key not in _BASE_CACHE:  # the base encoder's item outputs, reused by the next fit in this process
-        _BASE_CACHE.clear()
-        _BASE_CACHE[key] = enc.pooled_all(token_ids, cfg.eval_batch_size).clone()  # clone: a normal tensor
-    cache = _BASE_CACHE[key].clone()  # (I, d)
+    cache = base_cache(enc, token_ids, cfg.eval_batch_size).clone()  # (I, d)
     unit = F.normalize(cache, dim=-1)  # history inputs of the user tower
     if progress:
         progress(f"encoded {len(token_ids)} items ({time.perf_counter() - t0:.0f} s)")
@@ -273,6 +281,8 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
         curve1.append(round(float(np.mean(losses)), 4))
         if progress:
             progress(f"towers epoch {epoch + 1}/{cfg.tower_epochs}: loss {curve1[-1]:.3f} ({time.perf_counter() - t0:.0f} s)")
+
+    phase1 = after_phase1(cache) if after_phase1 else {}
 
     # phase 2: fine-tune the encoder's top layers with the towers
     groups = [{"params": list(towers.parameters()), "lr": cfg.head_lr / 10}]
@@ -313,7 +323,7 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
             break
     if window:
         curve2.append(round(float(np.mean(window)), 4))
-    return {"pairs": len(pairs), "tower_epochs": cfg.tower_epochs, "tower_loss_curve": curve1,
+    return {"pairs": len(pairs), "tower_epochs": cfg.tower_epochs, "tower_loss_curve": curve1, "after_phase1": phase1,
             "finetune_steps": done, "finetune_loss_curve": curve2, "stopped_by_budget": budget_hit,
             "seconds": round(time.perf_counter() - t0, 1)}
 
