@@ -16,7 +16,9 @@ throughput against the model's own prediction speed, in one run.
 3. Throughput: a busier 40,000-text feed (~300 per hour). Interleaved, `--repeats` times: the
    model's predict_proba alone on the same texts in batches of 256, then `run_monitor` end to end
    (read, parse, predict, SQLite, alert rule) into a fresh database, with prediction in a thread and
-   in a separate process. Medians; ratio = ingestion texts/s / predict_proba texts/s.
+   in a separate process. Medians; ratio = ingestion texts/s / predict_proba texts/s. Also the
+   database stage alone (texts / seconds inside the batch transactions: inserts, progress, alert
+   rule, commit), to show whether the database is the bottleneck.
 """
 
 from __future__ import annotations
@@ -101,15 +103,67 @@ def throughput(clf, model_dir: Path, pool, work: Path, repeats: int, n: int = 40
             s = run_monitor(model_dir, feed, db, entities=WATCH_LIST, config=MonitorConfig(predict_workers=workers))
             assert s.stored == len(texts), s
             res[mode].append(s.texts_per_s)
+            res.setdefault(mode.replace("ingest", "db_stage"), []).append(s.records / s.db_seconds)
         print(f"  [{label}] repeat {rep}: predict {res['predict'][-1]:.0f}/s, ingest thread "
               f"{res['ingest_thread'][-1]:.0f}/s, process {res['ingest_process'][-1]:.0f}/s", flush=True)
-    for k in ("predict", "ingest_thread", "ingest_process"):
+    for k in ("predict", "ingest_thread", "ingest_process", "db_stage_thread", "db_stage_process"):
         res[k] = [round(v, 1) for v in res[k]]
         res[k + "_median"] = round(statistics.median(res[k]), 1)
     res["ratio_thread"] = round(res["ingest_thread_median"] / res["predict_median"], 3)
     res["ratio_process"] = round(res["ingest_process_median"] / res["predict_median"], 3)
     res["ratio_best"] = max(res["ratio_thread"], res["ratio_process"])
     return res
+
+
+def transformer_part(train, pool, work: Path) -> tuple[dict, dict]:
+    from niche import TextClassifier
+
+    print("training the transformer ...", flush=True)
+    tr = TextClassifier("transformer", epochs=3, max_len=64).fit([t for t, _ in train], [lab for _, lab in train])
+    m = tr.evaluate([t for t, _ in pool], [lab for _, lab in pool])
+    info = {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
+            "negative_recall": m["per_class"]["negative"]["recall"], "train_seconds": tr.info_["training"]["seconds"],
+            "base": "all-MiniLM-L6-v2", "max_len": 64, "epochs": 3}
+    return info, throughput(tr, tr.save(work / "transformer"), pool, work, 1, n=4000, label="transformer")
+
+
+def add_transformer() -> None:
+    from niche.apps.monitor_demo import phrasebank_split
+
+    path = RESULTS / "monitor.json"
+    res = json.loads(path.read_text())
+    train, pool = phrasebank_split()
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
+    t0 = time.perf_counter()
+    try:
+        res["models"]["transformer"], res["throughput"]["transformer"] = transformer_part(train, pool, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res["transformer_added"] = {"command": "python benchmarks/monitor.py --add-transformer",
+                                "date": dt.date.today().isoformat(), "wall_s": round(time.perf_counter() - t0, 1)}
+    path.write_text(json.dumps(res, indent=2))
+    print(f"added the transformer to {path}")
+
+
+def rerun_throughput(repeats: int) -> None:
+    from niche import TextClassifier
+    from niche.apps.monitor_demo import phrasebank_split
+
+    path = RESULTS / "monitor.json"
+    res = json.loads(path.read_text())
+    train, pool = phrasebank_split()
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
+    load0 = os.getloadavg()[0]
+    try:
+        clf = TextClassifier("sparse").fit([t for t, _ in train], [lab for _, lab in train])
+        res["throughput"]["sparse"] = throughput(clf, clf.save(work / "sparse"), pool, work, repeats)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res["throughput"]["sparse"]["rerun"] = {"command": "python benchmarks/monitor.py --throughput-only",
+                                            "date": dt.date.today().isoformat(),
+                                            "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    path.write_text(json.dumps(res, indent=2))
+    print(f"updated the sparse throughput in {path}")
 
 
 def main() -> None:
@@ -119,7 +173,17 @@ def main() -> None:
                     help="seeds 0-5 and 100-119 were used to choose the defaults; the reported replays start here")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the throughput part")
     ap.add_argument("--transformer", action="store_true", help="also measure throughput with a fine-tuned MiniLM")
+    ap.add_argument("--add-transformer", action="store_true",
+                    help="only the transformer part, added to an existing results/monitor.json")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="rerun only the sparse throughput part, updating an existing results/monitor.json")
     a = ap.parse_args()
+    if a.add_transformer:
+        add_transformer()
+        return
+    if a.throughput_only:
+        rerun_throughput(a.repeats)
+        return
     from niche import TextClassifier
     from niche.apps.monitor_demo import phrasebank_split
 
@@ -141,13 +205,7 @@ def main() -> None:
                              if "per_class" in pool_metrics else None,
                              "train_seconds": clf.info_["training"]["seconds"]}}
         if a.transformer:
-            print("training the transformer ...")
-            tr = TextClassifier("transformer", epochs=3, max_len=64).fit([t for t, _ in train], [lab for _, lab in train])
-            m = tr.evaluate([t for t, _ in pool], [lab for _, lab in pool])
-            models["transformer"] = {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
-                                     "train_seconds": tr.info_["training"]["seconds"], "base": "all-MiniLM-L6-v2",
-                                     "max_len": 64, "epochs": 3}
-            tp["transformer"] = throughput(tr, tr.save(work / "transformer"), pool, work, 1, n=4000, label="transformer")
+            models["transformer"], tp["transformer"] = transformer_part(train, pool, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res = {"command": "python benchmarks/monitor.py" + (" --transformer" if a.transformer else ""),

@@ -38,6 +38,16 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
     for name, t in tp.items():
         lines.append(f"| {name} | {t['texts']:,} | {t['predict_median']:.0f} | {t['ingest_thread_median']:.0f} | "
                      f"{t['ingest_process_median']:.0f} | {t['ratio_thread']:.2f} / {t['ratio_process']:.2f} |")
+    for name, t in tp.items():
+        if "db_stage_thread_median" in t:
+            lines.append("")
+            lines.append(f"Database stage alone ({name}; texts / seconds inside the batch transactions: inserts, "
+                         f"progress, alert rule, commit): {t['db_stage_thread_median']:.0f} texts/s (thread run), "
+                         f"{t['db_stage_process_median']:.0f} texts/s (process run), i.e. "
+                         f"{t['db_stage_process_median'] / t['predict_median']:.1f}x the model's predict_proba speed.")
+        if "rerun" in t:
+            lines.append(f"({name} throughput rerun by `{t['rerun']['command']}` on {t['rerun']['date']}, load average "
+                         f"{t['rerun']['load_average_start_end'][0]} / {t['rerun']['load_average_start_end'][1]}.)")
     lines += ["", "thread: prediction in a background thread (`--predict-workers 0`, the default); process: in a "
                   "separate worker process (`--predict-workers 1`), so parsing and database writes run on the other "
                   "core. Model loading is outside the clock in both.", ""]

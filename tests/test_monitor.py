@@ -451,11 +451,11 @@ def _app():
     return app
 
 
-def test_report_writes_png_and_html(tmp_path: Path, model: TextClassifier):
+def test_report_writes_png_and_html(tmp_path: Path, model: TextClassifier, db_url: str):
     recs = calm_feed(hours=30) + burst("ACME", T0 + 26 * 3600)
     feed = write_feed(tmp_path / "feed.jsonl", recs)
-    run_monitor(model, feed, tmp_path / "m.db")
-    res = CliRunner().invoke(_app(), ["monitor", "report", "--db", str(tmp_path / "m.db"), "--out", str(tmp_path / "rep")])
+    run_monitor(model, feed, db_url)
+    res = CliRunner().invoke(_app(), ["monitor", "report", "--db", db_url, "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     for e in ("ACME", "BETA"):
         assert (tmp_path / "rep" / f"{e}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

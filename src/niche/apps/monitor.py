@@ -99,6 +99,7 @@ class RunSummary:
     resumed: dict[str, int] = field(default_factory=dict)  # file -> lines already done by earlier runs
     batches: int = 0
     seconds: float = 0.0
+    db_seconds: float = 0.0   # inside the batch transactions (inserts, progress, alert rule, commit)
 
     @property
     def texts_per_s(self) -> float:
@@ -278,6 +279,7 @@ def _write(store: Store, batch: _Batch, proba: np.ndarray, neg_col: int, labels:
         docs.append({"id": r.id, "ts_ms": r.ts_ms, "text": r.text, "label": labels[k], "p_negative": float(p[neg_col]),
                      "source": r.source, "line": r.line})
     summary.batches += 1
+    t0 = time.perf_counter()
     with store.engine.begin() as conn:
         st = store.get_state(conn)
         new = store.insert_docs(conn, docs)
@@ -316,6 +318,7 @@ def _write(store: Store, batch: _Batch, proba: np.ndarray, neg_col: int, labels:
             store.set_state(conn, last_boundary_ms=max(new_b, last_b), max_ts_ms=max_ts)
         if before_commit is not None:
             before_commit(summary.batches)
+    summary.db_seconds += time.perf_counter() - t0
     summary.stored += n_stored
     summary.duplicates += len(batch.records) - n_stored
     summary.mentions += len(ments)

@@ -188,9 +188,9 @@ def post_webhook(url: str, payload: dict[str, Any], timeout: float = 5.0, retrie
     body = json.dumps(payload).encode("utf-8")
     last = ""
     for attempt in range(retries + 1):
-        req = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "niche-monitor"})
         try:
+            req = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json", "User-Agent": "niche-monitor"})
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return True, f"sent (HTTP {r.status})", attempt + 1
         except urllib.error.HTTPError as e:
