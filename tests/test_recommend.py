@@ -309,3 +309,23 @@ def test_movielens_protocol_reproduces_reference_baselines():
     S = rm.cooc_cosine(X)
     h, n = rm.hit_ndcg_batch(np.asarray((X[users] @ S).todense()), targets, X, users)
     assert h.mean() == pytest.approx(0.0574, abs=0.002) and n.mean() == pytest.approx(0.0261, abs=0.001)
+
+
+@pytest.mark.skipif(not (ML / "interactions.csv").is_file(), reason="../shared/data/movielens-latest-small not present")
+def test_movielens_slice_smoke(tiny_bert, tmp_path):
+    """The real file formats end to end on a slice (12 users and their items), with the tiny encoder."""
+    from niche.apps.recommend import Recommender
+
+    with (ML / "interactions.csv").open(encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["user_id"]) <= 12]
+    with (ML / "items.csv").open(encoding="utf-8") as f:
+        used = {r["item_id"] for r in rows}
+        items = [r for r in csv.DictReader(f) if r["item_id"] in used]
+    inter = write(tmp_path / "inter.csv", list(rows[0]), [list(r.values()) for r in rows])
+    items_csv = write(tmp_path / "items.csv", list(items[0]), [list(r.values()) for r in items])
+    data = rd.load(inter, items_csv, text_cols=["title", "genres", "tags"], min_rating=3.5)
+    assert data.report.below_min_rating > 0 and data.n_users <= 12
+    rec = Recommender(base=str(tiny_bert), **(TINY_REC | {"tower_epochs": 2, "steps": 1})).fit(data)
+    rec.save(tmp_path / "m")
+    res = Recommender.load(tmp_path / "m").rank(user=data.user_ids[0], k=5)
+    assert len(res["items"]) == 5 and all(r["item_text"] for r in res["items"])
