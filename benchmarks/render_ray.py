@@ -38,8 +38,10 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
     lines += ["", "Ray actors run 1 torch thread each (1 CPU reserved per actor); the local engine uses all cores. "
                   "Transformer probabilities can then differ in the last float bit, flipping a 6th decimal in rare "
                   "values; `predict_file_ray(..., threads=N)` with the local thread count gives identical bytes "
-                  "(tested in tests/test_predict_ray.py). On one 2-core machine Ray cannot beat the local engine: it "
-                  "is for clusters with more cores than one machine, and its fixed start-up is the price."]
+                  "(tested in tests/test_predict_ray.py). Ray is for clusters with more cores than one machine; on one "
+                  "machine both engines share the same cores and Ray adds its fixed start-up."]
+    if R.get("note"):
+        lines += ["", f"Note on this run: {R['note']}"]
     sparse = R["models"].get("sparse", {})
     floors: list[tuple[str, str, bool | None]] = [
         ("Ray scoring byte-identical to the local engine",

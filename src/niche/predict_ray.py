@@ -281,7 +281,7 @@ def predict_file_ray(
         max_retries: restarts of a dead actor and retries of each of its chunks before the job fails.
         threads: torch threads per actor (each actor reserves 1 CPU). Transformer probabilities can differ
             in the last bit with the thread count (float sums are split differently), which flips a 6th
-            decimal about once in 10,000 values; for byte-identical output pass the local engine's
+            decimal in a few rows per hundred to thousand; for byte-identical output pass the local engine's
             ``torch.get_num_threads()``. Sparse models do not depend on it.
         on_chunk: called on the driver after each chunk is written, with the rows written so far.
 
