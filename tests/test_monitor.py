@@ -30,7 +30,7 @@ from niche import TextClassifier
 from niche.apps.monitor import AlertRule, MonitorConfig, run_monitor
 from niche.apps.monitor_alerts import parse_duration, post_webhook
 from niche.apps.monitor_feed import EntityMatcher, parse_ts
-from niche.apps.monitor_store import alerts, docs, mentions, open_store
+from niche.apps.monitor_store import docs, mentions, open_store
 from niche.errors import ConfigError, DataError
 
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc).timestamp()
