@@ -305,9 +305,10 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
         ready = len(slots) + len(bots) == len(models) and len(app.state.recommenders) == len(rec_paths)
-        return JSONResponse({"ready": ready, "models": sorted(slots), "assistants": sorted(bots),
-                             "recommenders": sorted(app.state.recommenders)},
-                            status_code=200 if ready else 503)
+        body = {"ready": ready, "models": sorted(slots), "assistants": sorted(bots)}
+        if rec_paths:
+            body["recommenders"] = sorted(app.state.recommenders)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
