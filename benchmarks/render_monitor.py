@@ -44,7 +44,8 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
             lines.append(f"Database stage alone ({name}; texts / seconds inside the batch transactions: inserts, "
                          f"progress, alert rule, commit): {t['db_stage_thread_median']:.0f} texts/s (thread run), "
                          f"{t['db_stage_process_median']:.0f} texts/s (process run), i.e. "
-                         f"{t['db_stage_process_median'] / t['predict_median']:.1f}x the model's predict_proba speed.")
+                         f"{t['db_stage_process_median'] / t['predict_median']:.1f}x the model's predict_proba speed "
+                         "(the thread run's figure includes waiting for the GIL held by the prediction thread).")
         if "rerun" in t:
             lines.append(f"({name} throughput rerun by `{t['rerun']['command']}` on {t['rerun']['date']}, load average "
                          f"{t['rerun']['load_average_start_end'][0]} / {t['rerun']['load_average_start_end'][1]}.)")
