@@ -196,6 +196,8 @@ def test_rank_by_user_text_history_and_candidates(trained):
         rec.rank(history=["zzz"])
     with pytest.raises(DataError, match="exactly one"):
         rec.rank(user="u0", history=["p1"])
+    v = rec.embed_texts(["good movie | genres: great", "bad food"])
+    assert v.shape == (2, 32) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
 
 
 def test_save_load_round_trip_and_add_items(trained, tmp_path):

@@ -8,8 +8,6 @@ Ties are handled exactly as random tie-breaking would in expectation, so a const
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -149,10 +147,6 @@ class ALS:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
-
-
-def params_str(p: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
 def hit_ndcg_batch(scores: np.ndarray, targets: np.ndarray, seen: sp.csr_matrix | None, rows: np.ndarray,
