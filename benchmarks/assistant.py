@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--target", type=float, default=0.9, help="out-of-scope precision to calibrate for on validation")
     ap.add_argument("--redo", action="store_true", help="retrain the classifiers even if they exist")
+    ap.add_argument("--expected-oos-rate", type=float, default=None,
+                    help="also calibrate at this expected out-of-scope share of traffic (default: only dev's own share)")
+    ap.add_argument("--skip-oos-class", action="store_true",
+                    help="do not train baseline (b) with MiniLM (it is another full fine-tuning); its sparse version still runs")
     a = ap.parse_args()
 
     from niche import TextClassifier, read_labeled
@@ -71,38 +75,46 @@ def main() -> None:
         return clf
 
     clf_in = trained("clf-in-scope", "transformer", params, ins(train), ins(val))
-    clf_oos = trained("clf-oos-class", "transformer", params, train, val)
     clf_sparse = trained("clf-sparse", "sparse", {"seed": 42}, ins(train), ins(val))
+    clf_sparse_oos = trained("clf-sparse-oos-class", "sparse", {"seed": 42}, train, val)
+    clf_oos = None if a.skip_oos_class else trained("clf-oos-class", "transformer", params, train, val)
 
     systems: dict[str, dict] = {}
-    cfg = AssistantConfig(classifier=params, target_oos_precision=a.target)
-    for label, clf, family in (("niche assistant", clf_in, "transformer"),
-                               ("niche assistant (sparse classifier)", clf_sparse, "sparse")):
-        t0 = time.perf_counter()
-        bot = Assistant.build(train, dev=val, config=AssistantConfig(**{**cfg.__dict__, "family": family}), classifier=clf)
-        build_s = time.perf_counter() - t0  # embedding + calibration (the classifier was trained above)
-        bot.save(work / label.replace(" ", "-").replace("(", "").replace(")", ""))
-        t0 = time.perf_counter()
-        pred = bot.predict(test.texts)
-        secs = time.perf_counter() - t0
-        systems[label] = oos_metrics(test.labels, pred) | {
-            "thresholds": bot.info["thresholds"], "calibration": bot.info["calibration"],
-            "index_and_calibration_s": round(build_s, 1), "answers_per_s": round(len(test) / secs, 1)}
-        print(f"  {label}: {systems[label]}", flush=True)
+    rates = [None] + ([a.expected_oos_rate] if a.expected_oos_rate else [])
+    for family, clf, clf_b in (("MiniLM", clf_in, clf_oos), ("sparse", clf_sparse, clf_sparse_oos)):
+        for rate in rates:
+            label = f"niche assistant, {family} classifier" + (f", expected oos rate {rate}" if rate else "")
+            cfg = AssistantConfig(family="transformer" if family == "MiniLM" else "sparse", classifier=params,
+                                  target_oos_precision=a.target, expected_oos_rate=rate)
+            t0 = time.perf_counter()
+            bot = Assistant.build(train, dev=val, config=cfg, classifier=clf)
+            build_s = time.perf_counter() - t0  # embedding + calibration (the classifier was trained above)
+            t0 = time.perf_counter()
+            pred = bot.predict(test.texts)
+            secs = time.perf_counter() - t0
+            systems[label] = oos_metrics(test.labels, pred) | {
+                "family": family, "assistant": True, "expected_oos_rate": rate,
+                "thresholds": bot.info["thresholds"], "calibration": bot.info["calibration"],
+                "index_and_calibration_s": round(build_s, 1), "answers_per_s": round(len(test) / secs, 1)}
+            print(f"  {label}: {systems[label]}", flush=True)
 
-    # (a) max-probability threshold on the same classifier, same calibration rule and target
-    pv, pt = clf_in.predict_proba(val.texts), clf_in.predict_proba(test.texts)
-    labels = np.array(clf_in.classes_)
-    yv = np.array(val.labels)
-    one = np.ones(len(val))
-    th, rec = calibrate(pv.max(1), one, one, labels[pv.argmax(1)] == yv, yv == "oos", a.target, 0.02, use_margin=False)
-    keep = decide(pt.max(1), np.ones(len(test)), np.ones(len(test)), th)
-    pred_a = np.where(keep, labels[pt.argmax(1)], "oos").tolist()
-    systems["(a) classifier + max-prob threshold"] = oos_metrics(test.labels, pred_a) | {
-        "thresholds": {"t_prob": th.t_prob}, "calibration": rec}
-    # (b) oos as a class
-    systems["(b) classifier with oos as a class"] = oos_metrics(test.labels, clf_oos.predict(test.texts))
-    for k in ("(a) classifier + max-prob threshold", "(b) classifier with oos as a class"):
+            # (a) max-probability threshold on the same classifier, same calibration rule, target and rate
+            pv, pt = clf.predict_proba(val.texts), clf.predict_proba(test.texts)
+            labels = np.array(clf.classes_)
+            yv = np.array(val.labels)
+            one = np.ones(len(val))
+            th, rec = calibrate(pv.max(1), one, one, labels[pv.argmax(1)] == yv, yv == "oos", a.target, 0.02,
+                                use_margin=False, oos_rate=rate)
+            keep = decide(pt.max(1), np.ones(len(test)), np.ones(len(test)), th)
+            pred_a = np.where(keep, labels[pt.argmax(1)], "oos").tolist()
+            k = f"(a) {family} classifier + max-prob threshold" + (f", expected oos rate {rate}" if rate else "")
+            systems[k] = oos_metrics(test.labels, pred_a) | {"family": family, "thresholds": {"t_prob": th.t_prob},
+                                                             "calibration": rec}
+            print(f"  {k}: {systems[k]}", flush=True)
+        # (b) oos as a class
+        k = f"(b) {family} classifier with oos as a class"
+        systems[k] = (oos_metrics(test.labels, clf_b.predict(test.texts)) | {"family": family} if clf_b is not None
+                      else {"family": family, "not_run": "skipped (--skip-oos-class): another full MiniLM fine-tuning"})
         print(f"  {k}: {systems[k]}", flush=True)
 
     res = {"dataset": "clinc150", "n_train": len(train), "n_val": len(val), "n_test": len(test),
