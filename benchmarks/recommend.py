@@ -1,7 +1,7 @@
 """Recommendation benchmark (issue 8): both protocols on MovieLens latest-small, niche against
 popularity, item-kNN and ALS (``implicit``) in one run, plus ranking latency.
 
-    .venv/bin/python benchmarks/recommend.py            # ~30-60 min on 2 shared CPU cores
+    .venv/bin/python benchmarks/recommend.py            # ~11-20 min on 2 shared CPU cores (--steps N: + phase 2)
 
 Reads ../shared/data/movielens-latest-small in place (research-only licence: never copied) and
 writes benchmarks/results/recommend.json.

@@ -4,14 +4,14 @@ Example:
     >>> from niche.apps.recommend import Recommender
     >>> from niche.apps.recommend_data import load
     >>> data = load("interactions.csv", "items.csv", text_cols=["title", "genres", "tags"])  # doctest: +SKIP
-    >>> rec = Recommender(steps=600).fit(data)                                               # doctest: +SKIP
+    >>> rec = Recommender().fit(data)                                                        # doctest: +SKIP
     >>> rec.save("runs/movies")                                                               # doctest: +SKIP
     >>> Recommender.load("runs/movies").rank(history=["1", "260"], k=5)["items"][0]          # doctest: +SKIP
     {'item_id': '1196', 'score': 0.91, 'text': 0.62, 'cooc': 0.24, 'pop': 0.05, 'item_text': '...'}
 
 Score of an item = ``text + cooc + pop``: ``text`` is the cosine between the user tower (the last
-N items, attention-pooled with a recency bias) and the item tower (the fine-tuned encoder over
-the item text), plus a prior the item tower reads off the item text alone; ``cooc`` is the blend weight times the recency-weighted item-item co-occurrence
+N items, attention-pooled with a recency bias) and the item tower (the encoder over the item
+text and a trained adapter; the encoder's top layers are fine-tuned only with ``steps > 0``), plus a prior the item tower reads off the item text alone; ``cooc`` is the blend weight times the recency-weighted item-item co-occurrence
 cosine with the user's recent items; ``pop`` the blend weight times log-popularity. Blend weights
 are picked on a validation split (each user's last training interaction). New items get
 ``cooc = pop = 0`` until retraining, so they are ranked by text alone (cold start).
