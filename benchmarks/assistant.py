@@ -118,7 +118,9 @@ def main() -> None:
         print(f"  {k}: {systems[k]}", flush=True)
 
     res = {"dataset": "clinc150", "n_train": len(train), "n_val": len(val), "n_test": len(test),
-           "target_oos_precision": a.target, "classifier": params, "train_seconds": timings, "systems": systems,
+           "target_oos_precision": a.target,
+           "main_system": "niche assistant, MiniLM classifier" + (f", expected oos rate {a.expected_oos_rate}"
+                                                                  if a.expected_oos_rate else ""), "classifier": params, "train_seconds": timings, "systems": systems,
            "command": "python benchmarks/assistant.py " + " ".join(sys.argv[1:]),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "date": time.strftime("%Y-%m-%d")}

@@ -103,11 +103,12 @@ def decide(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, th: Thresholds
     return (prob >= th.t_prob) & (sim >= th.t_sim) & (margin >= th.t_margin)
 
 
-def _candidates(x: np.ndarray, n: int = 24) -> np.ndarray:
-    """Threshold candidates: "off" plus quantiles of the feature's lower half (that is where the
-    out-of-scope queries sit)."""
-    qs = np.quantile(x, np.linspace(0.0, 0.5, n))
-    return np.unique(np.concatenate([[-np.inf], qs]))
+def _candidates(x: np.ndarray, is_oos: np.ndarray, n: int = 40) -> np.ndarray:
+    """Threshold candidates for one feature: "off", plus values just above ``n`` quantiles of the
+    feature over the dev out-of-scope queries (a threshold just above an out-of-scope query's value
+    is the smallest one that declines it)."""
+    qs = np.quantile(x[is_oos], np.linspace(0.0, 1.0, n))
+    return np.unique(np.concatenate([[-np.inf], np.nextafter(qs, np.inf)]))
 
 
 def calibrate(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, correct: np.ndarray, is_oos: np.ndarray,
@@ -137,24 +138,27 @@ def calibrate(prob: np.ndarray, sim: np.ndarray, margin: np.ndarray, correct: np
     # oos_rate of the (weighted) dev set
     w = 1.0 if oos_rate is None else (oos_rate / (1 - oos_rate)) * n_in / n_oos
     best: tuple[float, float, Thresholds, dict[str, float]] | None = None
-    margins = _candidates(margin) if use_margin else np.array([-np.inf])
+    margins = _candidates(margin, is_oos, 16) if use_margin else np.array([-np.inf])
+    tps = _candidates(prob, is_oos)
+    above = prob[None, :] >= tps[:, None]  # (n_tp, N): passes each probability threshold
+    good = correct & ins
     for tm in margins:
-        for ts in _candidates(sim):
-            keep_ms = (sim >= ts) & (margin >= tm)
-            for tp in _candidates(prob):
-                accept = keep_ms & (prob >= tp)
-                declined = ~accept
-                n_declined = int(declined.sum())
-                tp_oos = int((declined & is_oos).sum())
-                precision = w * tp_oos / (w * tp_oos + n_declined - tp_oos) if n_declined else 1.0
-                recall = tp_oos / n_oos
-                acc = float((accept & correct)[ins].mean())
-                if precision < target_precision or tp_oos == 0:
-                    continue
-                score = acc + recall
-                if best is None or score > best[0] + 1e-12 or (abs(score - best[0]) <= 1e-12 and n_declined < best[1]):
-                    best = (score, n_declined, Thresholds(float(tp), float(ts), float(tm)),
-                            {"dev_in_scope_accuracy": acc, "dev_oos_recall": recall, "dev_oos_precision": precision})
+        for ts in _candidates(sim, is_oos):
+            accept = above & ((sim >= ts) & (margin >= tm))[None, :]  # (n_tp, N)
+            n_declined = (~accept).sum(1)
+            tp_oos = (~accept & is_oos).sum(1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                precision = np.where(n_declined > 0, w * tp_oos / (w * tp_oos + n_declined - tp_oos), 1.0)
+            recall = tp_oos / n_oos
+            acc = (accept & good).sum(1) / n_in
+            score = np.where((precision >= target_precision) & (tp_oos > 0), acc + recall, -np.inf)
+            i = int(np.argmax(score))
+            if not np.isfinite(score[i]):
+                continue
+            if best is None or score[i] > best[0] + 1e-12 or (abs(score[i] - best[0]) <= 1e-12 and n_declined[i] < best[1]):
+                best = (float(score[i]), int(n_declined[i]), Thresholds(float(tps[i]), float(ts), float(tm)),
+                        {"dev_in_scope_accuracy": float(acc[i]), "dev_oos_recall": float(recall[i]),
+                         "dev_oos_precision": float(precision[i])})
     if best is None:  # no rule reaches the target: never decline, and say so
         acc = float(correct[ins].mean())
         return Thresholds(), {"method": "grid search", "reached_target": False, "target_oos_precision": target_precision,
