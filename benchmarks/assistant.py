@@ -119,6 +119,7 @@ def main() -> None:
 
     res = {"dataset": "clinc150", "n_train": len(train), "n_val": len(val), "n_test": len(test),
            "target_oos_precision": a.target,
+           "classifier_note": clf_in.info_["training"].get("stopped"),
            "main_system": "niche assistant, MiniLM classifier" + (f", expected oos rate {a.expected_oos_rate}"
                                                                   if a.expected_oos_rate else ""), "classifier": params, "train_seconds": timings, "systems": systems,
            "command": "python benchmarks/assistant.py " + " ".join(sys.argv[1:]),

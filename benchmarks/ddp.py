@@ -64,7 +64,7 @@ def main() -> None:
     c1, c2 = np.array(one["loss_curve"])[:, 1], np.array(two["loss_curve"])[:, 1]
     res = {"dataset": "banking77 (bundled)", "epochs": a.epochs, "max_len": a.max_len, "global_batch": 32, "runs": runs,
            "max_loss_curve_diff": float(np.abs(c1 - c2).max()), "speed_ratio_2_vs_1": two["samples_per_s"] / one["samples_per_s"],
-           "command": "python benchmarks/ddp.py " + " ".join(sys.argv[1:]),
+           "command": "python benchmarks/ddp.py " + " ".join(sys.argv[1:]), "load_average_end": os.getloadavg()[0],
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "date": time.strftime("%Y-%m-%d")}
     (RESULTS / "ddp.json").write_text(json.dumps(res, indent=2))
