@@ -6,7 +6,8 @@ one copy of the model, with the same output bytes:
 1. **Read** (one Ray Data read task, pinned to the driver's node, so the input needs no shared file
    system): the input is parsed by niche's own readers into the *same chunks* as the local engine
    (``chunk_rows`` rows, same validation and error messages). Each chunk becomes one Ray Data row
-   ``{chunk, first_row, n, payload}`` where ``payload`` is the pickled ``(rows, texts, header)``.
+   ``{chunk, first_row, n, payload}`` where ``payload`` is ``(rows, texts, header)`` as JSON (CSV/TSV/JSONL
+   input) or as an Arrow IPC table that keeps the column types (Parquet input); never pickle.
 2. **Score** (``map_batches`` with a callable class, ``batch_size=1`` = one chunk per call, a fixed
    pool of ``num_workers`` actors): ``predict_proba`` on the chunk's texts, exactly as the local
    engine calls it, then the chunk is formatted by the local engine's own writer
@@ -31,9 +32,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pickle
 import tempfile
 import time
 import warnings
@@ -64,6 +65,33 @@ def import_ray() -> Any:
 
 # -- the three stages ------------------------------------------------------------------------------
 
+_TEXT_COL = "__niche_chunk_text__"  # the texts ride beside a Parquet chunk's own columns
+
+
+def _encode_chunk(rows: list[dict[str, Any]], texts: list[str], header: list[str], schema: Any = None) -> bytes:
+    """A chunk as bytes an actor decodes without unpickling: JSON for rows read from CSV/TSV/JSONL
+    (they came from text, so JSON gives them back exactly), an Arrow IPC table with the file's
+    schema for rows read from Parquet (so their types survive)."""
+    if schema is None:
+        return json.dumps({"rows": rows, "texts": texts, "header": header}, ensure_ascii=False).encode("utf-8")
+    import pyarrow as pa
+
+    t = pa.Table.from_pylist(rows, schema=schema)
+    return _ipc(t.append_column(_TEXT_COL, pa.array(texts, pa.string())))
+
+
+def _decode_chunk(payload: bytes, parquet: bool) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    if not parquet:
+        d = json.loads(payload)
+        return d["rows"], d["texts"], d["header"]
+    import pyarrow as pa
+
+    t = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+    texts = t.column(_TEXT_COL).to_pylist()
+    t = t.drop_columns([_TEXT_COL])
+    return t.to_pylist(), texts, t.column_names
+
+
 def _make_source(path: Path, text_col: str, chunk_rows: int) -> Any:
     """A Ray Data datasource yielding the local engine's chunks, one Ray row per chunk."""
     import pyarrow as pa
@@ -71,10 +99,15 @@ def _make_source(path: Path, text_col: str, chunk_rows: int) -> Any:
     from ray.data.datasource import Datasource, ReadTask
 
     def read() -> Iterator[pa.Table]:
+        schema = None
+        if detect_format(path) == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path).remove_metadata()
         first = 0
         for k, (rows, texts, header) in enumerate(_chunks(path, text_col, chunk_rows, 0)):
             yield pa.table({"chunk": [k], "first_row": [first], "n": [len(rows)],
-                            "payload": pa.array([pickle.dumps((rows, texts, header), protocol=5)], pa.large_binary())})
+                            "payload": pa.array([_encode_chunk(rows, texts, header, schema)], pa.large_binary())})
             first += len(rows)
 
     class ChunkSource(Datasource):
@@ -106,10 +139,11 @@ class ChunkScorer:
         batch_size: texts per forward pass, as ``--batch-size``.
         in_schema: the Arrow schema of a Parquet input (serialized), so Parquet output keeps its types.
         threads: torch intra-op threads in this actor.
+        parquet_input: the chunks come from a Parquet file (Arrow payloads, see ``_encode_chunk``).
     """
 
     def __init__(self, model_files: list[Any], fmt: str, batch_size: int, in_schema: bytes | None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, parquet_input: bool = False) -> None:
         import ray
         import torch
 
@@ -124,7 +158,7 @@ class ChunkScorer:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
         self.clf = TextClassifier.load(self._tmp.name)
-        self.fmt, self.batch_size = fmt, batch_size
+        self.fmt, self.batch_size, self.parquet_input = fmt, batch_size, parquet_input
         self.in_schema = None
         if in_schema is not None:
             import pyarrow as pa
@@ -136,7 +170,7 @@ class ChunkScorer:
 
         payloads = []
         for k, payload in zip(batch["chunk"].to_pylist(), batch["payload"].to_pylist()):
-            rows, texts, header = pickle.loads(payload)
+            rows, texts, header = _decode_chunk(payload, parquet=self.parquet_input)
             proba = self.clf.predict_proba(texts, batch_size=self.batch_size)
             if self.fmt == "parquet":
                 payloads.append(_ipc(arrow_chunk(rows, proba, self.clf.classes_, header, self.in_schema)))
@@ -356,7 +390,8 @@ def predict_file_ray(
             # its default is unbounded restarts, which would loop forever on an actor that always crashes.
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(
-                ChunkScorer, fn_constructor_args=([model_ref], fmt, batch_size, in_schema, threads),
+                ChunkScorer, fn_constructor_args=([model_ref], fmt, batch_size, in_schema, threads,
+                                                     in_fmt == "parquet"),
                 batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                 max_restarts=max_retries, max_task_retries=max_retries)  # a killed actor restarts; its chunks rerun
         out.parent.mkdir(parents=True, exist_ok=True)
