@@ -70,16 +70,20 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide random BERT with a WordPiece vocab over the toy words, saved as a
     standard Hugging Face directory (config.json, model.safetensors, tokenizer files)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_bert(d: Path, **config: object) -> Path:
+    """Write the tiny BERT of the ``tiny_bert`` fixture into ``d``; ``config`` overrides BertConfig fields."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    d = tmp_path_factory.mktemp("tiny-bert")
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POS + NEG + FILLER + letters + [f"##{c}" for c in letters]
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(**{"vocab_size": len(tok), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "intermediate_size": 64, "max_position_embeddings": 128} | config)
     BertModel(cfg).save_pretrained(str(d), safe_serialization=True)
     tok.save_pretrained(str(d))
     return d

@@ -19,27 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import FILLER, NEG, POS, free_port, toy_texts, write_csv
+from .conftest import build_tiny_bert, free_port, toy_texts, write_csv
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on CPU is tested on Linux")
 
 
 @pytest.fixture(scope="module")
 def nodrop_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    d = tmp_path_factory.mktemp("nodrop-bert")
-    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POS + NEG + FILLER + letters + [f"##{c}" for c in letters]
-    tok = BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    BertModel(cfg).save_pretrained(str(d), safe_serialization=True)
-    tok.save_pretrained(str(d))
-    return d
+    return build_tiny_bert(tmp_path_factory.mktemp("nodrop-bert"), max_position_embeddings=64,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 @pytest.fixture(scope="module")
