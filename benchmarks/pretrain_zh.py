@@ -86,6 +86,8 @@ def main() -> None:
     e.add_argument("--epochs", type=int, default=3)
     e.add_argument("--tnews-train", type=int, default=20000)
     e.add_argument("--skip-minilm", action="store_true")
+    e.add_argument("--minilm-epochs", type=int, default=2)
+    e.add_argument("--redo", action="store_true", help="ignore cached results in pretrain_zh_eval.json")
     a = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: this benchmark reads the Chinese sets of ../shared/data in place.")
@@ -95,8 +97,108 @@ def main() -> None:
         stage_evaluate(a)
 
 
-def stage_evaluate(a: argparse.Namespace) -> None:  # filled in below
-    raise SystemExit("evaluate stage: see below")
+def unigram_topk(train_texts: list[str], probes_answers: list[str], k: int = 5) -> float:
+    """The frequency baseline for fill-mask: always answer the k most frequent CJK characters."""
+    import re
+    from collections import Counter
+
+    c = Counter(ch for t in train_texts for ch in re.findall(r"[\u4e00-\u9fff]", t))
+    top = {ch for ch, _ in c.most_common(k)}
+    return sum(a in top for a in probes_answers) / max(len(probes_answers), 1)
+
+
+def stage_evaluate(a: argparse.Namespace) -> None:
+    import re
+
+    from niche import TextClassifier, read_labeled
+    from niche.data import LabeledData
+    from niche.fillmask import FillMask, topk_accuracy
+
+    zh = WORK / "zh-bert"
+    if not (zh / "model.safetensors").is_file():
+        sys.exit(f"{zh}: run the pretrain stage first")
+    out_path = RESULTS / "pretrain_zh_eval.json"
+    res = json.loads(out_path.read_text()) if out_path.is_file() and not a.redo else {}
+    res["machine"] = machine()
+    res["pretrain"] = json.loads((zh / "pretrain_report.json").read_text())
+    res["pretrain"].pop("train_loss", None)
+
+    def save() -> None:
+        out_path.write_text(json.dumps(res, indent=2, ensure_ascii=False))
+
+    csc = {s: read_labeled(SHARED / "chnsenticorp" / f"{s}.csv") for s in ("train", "validation", "test")}
+    if "fill_mask" not in res:
+        t0 = time.perf_counter()
+        fm = FillMask(zh)
+        acc = topk_accuracy(fm, csc["test"].texts, k=5, seed=0, max_chars=120)
+        # the same probes for the frequency baseline
+        rng = np.random.default_rng(0)
+        answers = []
+        for t in csc["test"].texts:
+            spots = [m.start() for m in re.finditer(r"[\u4e00-\u9fff]", t)]
+            if spots:
+                answers.append(t[int(spots[rng.integers(len(spots))])])
+        from niche.pretrain import build_corpus
+
+        corpus, exclude = corpus_files()
+        texts, _ = build_corpus(corpus, exclude=exclude)
+        acc["unigram_top5"] = unigram_topk(texts, answers)
+        acc["seconds"] = round(time.perf_counter() - t0, 1)
+        res["fill_mask"] = acc
+        save()
+        print("fill-mask", acc)
+
+    def run(task: str, name: str, family: str, train: LabeledData, dev: LabeledData, test: LabeledData, **params) -> None:
+        key = f"{task}/{name}"
+        if key in res.get("runs", {}):
+            print("cached", key, res["runs"][key]["test"]["accuracy"])
+            return
+        t0 = time.perf_counter()
+        clf = TextClassifier(family, **params).fit(train, eval_data=dev, progress=True)
+        secs = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        m = clf.evaluate(test)
+        pred_s = time.perf_counter() - t1
+        tr = clf.info_["training"]
+        res.setdefault("runs", {})[key] = {
+            "family": family, "params": params, "train_seconds": round(secs, 1), "test_seconds": round(pred_s, 1),
+            "dev": {k: clf.info_["metrics"]["dev"][k] for k in ("accuracy",)} | {"macro_f1": clf.info_["metrics"]["dev"]["macro"]["f1"]},
+            "test": {"accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"], "n": m["n"]},
+            "steps": tr.get("steps"), "best_step": tr.get("best_step"), "evals": tr.get("evals"),
+            "parameters": tr.get("parameters"),
+        }
+        save()
+        print(key, res["runs"][key]["test"], f"{secs:.0f} s")
+
+    arch = dict(layers=res["pretrain"]["config"]["layers"], hidden=res["pretrain"]["config"]["hidden"],
+                heads=res["pretrain"]["config"]["heads"], intermediate=res["pretrain"]["config"]["intermediate"])
+    common = dict(batch_size=32, precision="bf16", patience=2, seed=42)
+    tr, dv, te = csc["train"], csc["validation"], csc["test"]
+    run("chnsenticorp", "sparse char n-grams", "sparse", tr, dv, te)
+    run("chnsenticorp", "zh-bert pretrained (niche)", "transformer", tr, dv, te, base=str(zh), max_len=256,
+        truncation="head+tail", epochs=a.epochs, lr=1e-4, head_lr_mult=10.0, warmup_ratio=0.1, **common)
+    run("chnsenticorp", "same architecture, no pretraining", "scratch", tr, dv, te, arch="transformer", vocab_size=8000,
+        max_len=256, truncation="head+tail", epochs=a.epochs, lr=3e-4, warmup_ratio=0.1, **arch, **common)
+    if not a.skip_minilm:
+        run("chnsenticorp", "MiniLM-L6 fine-tuned directly", "transformer", tr, dv, te, max_len=128,
+            truncation="head+tail", epochs=a.minilm_epochs, **common)
+
+    tn_train = read_labeled(SHARED / "tnews" / "train.csv")
+    tn_test = read_labeled(SHARED / "tnews" / "validation.csv")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(tn_train))
+    sub, dev = tn_train.subset(sorted(idx[1000: 1000 + a.tnews_train].tolist())), tn_train.subset(sorted(idx[:1000].tolist()))
+    res["tnews_split"] = {"train": len(sub), "dev": len(dev), "test": len(tn_test),
+                          "note": f"train = {a.tnews_train} of TNEWS train (seeded permutation), dev = 1,000 other train rows, test = TNEWS validation"}
+    run("tnews", "sparse char n-grams", "sparse", sub, dev, tn_test)
+    run("tnews", "zh-bert pretrained (niche)", "transformer", sub, dev, tn_test, base=str(zh), max_len=64,
+        epochs=a.epochs, lr=1e-4, head_lr_mult=10.0, warmup_ratio=0.1, **common)
+    run("tnews", "same architecture, no pretraining", "scratch", sub, dev, tn_test, arch="transformer", vocab_size=8000,
+        max_len=64, epochs=a.epochs, lr=3e-4, warmup_ratio=0.1, **arch, **common)
+    if not a.skip_minilm:
+        run("tnews", "MiniLM-L6 fine-tuned directly", "transformer", sub, dev, tn_test, max_len=64,
+            epochs=a.minilm_epochs, **common)
+    save()
 
 
 if __name__ == "__main__":
