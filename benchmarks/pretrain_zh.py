@@ -86,8 +86,10 @@ def main() -> None:
     e.add_argument("--epochs", type=int, default=3)
     e.add_argument("--tnews-train", type=int, default=20000)
     e.add_argument("--skip-minilm", action="store_true")
-    e.add_argument("--minilm-epochs", type=int, default=2)
+    e.add_argument("--minilm-epochs", type=int, default=1)
     e.add_argument("--redo", action="store_true", help="ignore cached results in pretrain_zh_eval.json")
+    e.add_argument("--zh", help="pretrained model dir (default: the pretrain stage's output)")
+    e.add_argument("--smoke", action="store_true", help="tiny subsets, 1 epoch: checks the script in minutes")
     a = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: this benchmark reads the Chinese sets of ../shared/data in place.")
@@ -114,10 +116,10 @@ def stage_evaluate(a: argparse.Namespace) -> None:
     from niche.data import LabeledData
     from niche.fillmask import FillMask, topk_accuracy
 
-    zh = WORK / "zh-bert"
+    zh = Path(a.zh) if a.zh else WORK / "zh-bert"
     if not (zh / "model.safetensors").is_file():
         sys.exit(f"{zh}: run the pretrain stage first")
-    out_path = RESULTS / "pretrain_zh_eval.json"
+    out_path = RESULTS / ("pretrain_zh_eval_smoke.json" if a.smoke else "pretrain_zh_eval.json")
     res = json.loads(out_path.read_text()) if out_path.is_file() and not a.redo else {}
     res["machine"] = machine()
     res["pretrain"] = json.loads((zh / "pretrain_report.json").read_text())
@@ -127,6 +129,9 @@ def stage_evaluate(a: argparse.Namespace) -> None:
         out_path.write_text(json.dumps(res, indent=2, ensure_ascii=False))
 
     csc = {s: read_labeled(SHARED / "chnsenticorp" / f"{s}.csv") for s in ("train", "validation", "test")}
+    if a.smoke:  # a few minutes end to end, to check the script before the real run
+        csc = {k: v.subset(list(range(0, len(v), len(v) // 60))) for k, v in csc.items()}
+        a.epochs, a.minilm_epochs, a.tnews_train = 1, 1, 3000
     if "fill_mask" not in res:
         t0 = time.perf_counter()
         fm = FillMask(zh)
@@ -185,6 +190,8 @@ def stage_evaluate(a: argparse.Namespace) -> None:
 
     tn_train = read_labeled(SHARED / "tnews" / "train.csv")
     tn_test = read_labeled(SHARED / "tnews" / "validation.csv")
+    if a.smoke:
+        tn_test = tn_test.subset(list(range(0, len(tn_test), 100)))
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(tn_train))
     sub, dev = tn_train.subset(sorted(idx[1000: 1000 + a.tnews_train].tolist())), tn_train.subset(sorted(idx[:1000].tolist()))

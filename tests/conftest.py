@@ -42,8 +42,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(base: str, timeout: float = 60) -> None:
-    """Poll ``{base}/readyz`` until a ``niche serve`` subprocess has loaded its models."""
+def wait_ready(base: str, timeout: float = 120) -> None:
+    """Poll ``{base}/readyz`` until a ``niche serve`` subprocess has loaded its models; fail (rather
+    than let the caller hit a refused connection) if it does not within ``timeout`` seconds."""
     import time
 
     import httpx
@@ -56,6 +57,7 @@ def wait_ready(base: str, timeout: float = 60) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    raise TimeoutError(f"{base}/readyz did not answer 200 within {timeout:.0f} s (server start-up too slow or failed)")
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:

@@ -519,8 +519,14 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
 
     added: list[str] = []
     head_created = False
+    saved_tok = ckpt_dir / "tokenizer"
     if cfg.base is None:
-        tokenizer = train_tokenizer(train_texts, cfg)
+        if resume and (saved_tok / "tokenizer.json").is_file():  # the vocabulary the checkpoint was trained with
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(saved_tok))
+        else:
+            tokenizer = train_tokenizer(train_texts, cfg)
         model = scratch_model(tokenizer, cfg)
     else:
         model, tokenizer, head_created = load_masked_lm(cfg.base)
@@ -555,6 +561,9 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last = latest_checkpoint(ckpt_dir)
+    if cfg.base is None and last is None:
+        with quiet_hf():
+            tokenizer.save_pretrained(str(saved_tok))
     if last is not None and not resume:
         raise ResumeError(f"{ckpt_dir} holds a checkpoint ({last.name}) of an interrupted pretraining run. Pass --resume "
                           f"to continue it, or delete {ckpt_dir} to start over.")
