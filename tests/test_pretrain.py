@@ -302,3 +302,38 @@ def test_scratch_static_vectors_and_cli(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["train", "--data", str(train), "--out", str(tmp_path / "x"), "--arch", "bilstm"])
     assert r.exit_code == 2 and "--family scratch only" in r.output
+
+
+# -- ensembles ------------------------------------------------------------------------------------
+
+def test_ensemble_weights_save_load_and_cli(tmp_path: Path, tiny_bert: Path) -> None:
+    from niche.ensemble import build_ensemble
+
+    texts, labels = toy_texts(160, seed=1)
+    dev_t, dev_y = toy_texts(60, seed=2)
+    dev = write_csv(tmp_path / "dev.csv", list(zip(dev_t, dev_y)))
+    a = TextClassifier("sparse").fit(texts, labels).save(tmp_path / "a")
+    b = TextClassifier("transformer", base=str(tiny_bert), **TINY).fit(texts, labels).save(tmp_path / "b")
+    from niche import read_labeled
+
+    ens = build_ensemble([a, b], read_labeled(dev), steps=10)
+    w = [m["weight"] for m in ens.info_["members"]]
+    assert abs(sum(w) - 1) < 1e-9 and all(0 <= x <= 1 for x in w)
+    pa, pb = (TextClassifier.load(d).predict_proba(dev_t) for d in (a, b))
+    expected = w[0] * pa + w[1] * pb
+    np.testing.assert_allclose(ens.predict_proba(dev_t), expected, atol=1e-6)
+    assert ens.info_["metrics"]["dev"]["accuracy"] >= max(m["dev_accuracy"] for m in ens.info_["members"])
+    ens.save(tmp_path / "ens")
+    back = TextClassifier.load(tmp_path / "ens")
+    assert back.family == "ensemble"
+    np.testing.assert_allclose(back.predict_proba(dev_t), expected, atol=1e-6)
+    assert "ensemble" in (tmp_path / "ens" / "README.md").read_text()
+    r = runner.invoke(app, ["ensemble", "--model", str(a), "--model", str(b), "--eval", str(dev), "--test", str(dev),
+                            "--out", str(tmp_path / "ens2")])
+    assert r.exit_code == 0, r.output
+    assert TextClassifier.load(tmp_path / "ens2").predict(["a great movie"])[0] in ("pos", "neg")
+    other = TextClassifier("sparse").fit(["x good", "y bad", "z ok"] * 4, ["a", "b", "c"] * 4).save(tmp_path / "c")
+    with pytest.raises(ConfigError, match="same label set"):
+        build_ensemble([a, other], read_labeled(dev))
+    with pytest.raises(ConfigError, match="at least 2"):
+        build_ensemble([a], read_labeled(dev))

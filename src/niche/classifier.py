@@ -287,6 +287,10 @@ class TextClassifier:
 
     def _model_card(self, name: str) -> str:
         info = self.info_
+        if info["family"] == "ensemble":
+            from .ensemble import model_card
+
+            return model_card(name, info)
         tr = info["training"]
         dev = info["metrics"]["dev"]
         lines = [
@@ -328,6 +332,10 @@ class TextClassifier:
         except json.JSONDecodeError as e:
             raise ModelLoadError(f"{meta_path}: corrupt JSON ({e}). Retrain or restore the directory.") from None
         family = info.get("family")
+        if family == "ensemble":
+            from .ensemble import load_ensemble
+
+            return load_ensemble(path, info)
         try:
             cfg = make_config(family, **info.get("config", {}))
         except ConfigError as e:

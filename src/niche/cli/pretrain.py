@@ -1,5 +1,5 @@
-"""``niche pretrain``, ``niche fill-mask`` and ``niche explain``: thin adapters over
-:mod:`niche.pretrain`, :mod:`niche.fillmask` and :mod:`niche.explain`."""
+"""``niche pretrain``, ``niche fill-mask``, ``niche explain`` and ``niche ensemble``: thin adapters over
+:mod:`niche.pretrain`, :mod:`niche.fillmask`, :mod:`niche.explain` and :mod:`niche.ensemble`."""
 
 from __future__ import annotations
 
@@ -128,3 +128,38 @@ def explain(
         out.print("wrote " + ", ".join(str(p) for p in paths) + f", {out_dir}/explain.json")
     else:
         err.print("pass --out DIR for the attention heat maps (PNG) and the arrays (JSON).")
+
+
+@app.command()
+@_friendly
+def ensemble(
+    models: Annotated[list[Path], typer.Option("--model", help="A niche model directory (2 to 5; repeat the option).")],
+    eval_path: Annotated[Path, typer.Option("--eval", help="Labeled dev file the weights are chosen on.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Ensemble directory to write (atomically; members are copied in).")],
+    test_path: Annotated[Optional[Path], typer.Option("--test", help="Also score on this file (members and ensemble).")] = None,
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    steps: Annotated[int, typer.Option("--steps", help="Weight grid resolution: multiples of 1/steps.")] = 20,
+) -> None:
+    """Average the probabilities of several models with weights chosen on --eval (dev accuracy, ties by log-loss)."""
+    from ..data import read_labeled
+    from ..ensemble import build_ensemble
+
+    dev = read_labeled(eval_path, text_col, label_col)
+    ens = build_ensemble(models, dev, steps=steps)
+    t = Table(title=f"ensemble -> {out_dir}")
+    for c in ("model", "weight", "dev accuracy") + (("test accuracy",) if test_path else ()):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    test = read_labeled(test_path, text_col, label_col) if test_path else None
+    for m, member in zip(ens.info_["members"], ens.model_.members):
+        row = [m["source"], f"{m['weight']:.2f}", f"{m['dev_accuracy'] * 100:.2f}"]
+        if test is not None:
+            row.append(f"{member.evaluate(test)['accuracy'] * 100:.2f}")
+        t.add_row(*row)
+    row = ["ensemble", "", f"{ens.info_['metrics']['dev']['accuracy'] * 100:.2f}"]
+    if test is not None:
+        ens.info_["metrics"]["test"] = ens.evaluate(test)
+        row.append(f"{ens.info_['metrics']['test']['accuracy'] * 100:.2f}")
+    t.add_row(*row)
+    ens.save(out_dir)
+    out.print(t)
