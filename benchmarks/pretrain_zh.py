@@ -161,6 +161,7 @@ def stage_evaluate(a: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         clf = TextClassifier(family, **params).fit(train, eval_data=dev, progress=True)
         secs = time.perf_counter() - t0
+        clf.save(model_dir(task, name))
         t1 = time.perf_counter()
         m = clf.evaluate(test)
         pred_s = time.perf_counter() - t1
@@ -175,6 +176,30 @@ def stage_evaluate(a: argparse.Namespace) -> None:
         save()
         print(key, res["runs"][key]["test"], f"{secs:.0f} s")
 
+    def model_dir(task: str, name: str) -> Path:
+        return WORK / ("models-smoke" if a.smoke else "models") / task / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+    def run_ensemble(task: str, members: list[str], dev: LabeledData, test: LabeledData) -> None:
+        from niche.ensemble import build_ensemble
+
+        name = "ensemble: " + " + ".join(members) + " (niche ensemble, weights on dev)"
+        key = f"{task}/{name}"
+        dirs = [model_dir(task, m) for m in members]
+        if key in res.get("runs", {}) or not all((d / "niche.json").is_file() for d in dirs):
+            return
+        t0 = time.perf_counter()
+        ens = build_ensemble(dirs, dev)
+        secs = time.perf_counter() - t0
+        m = ens.evaluate(test)
+        res["runs"][key] = {"family": "ensemble", "params": {"weights": [x["weight"] for x in ens.info_["members"]]},
+                            "train_seconds": round(secs, 1), "test_seconds": None,
+                            "dev": {"accuracy": ens.info_["metrics"]["dev"]["accuracy"],
+                                    "macro_f1": ens.info_["metrics"]["dev"]["macro"]["f1"]},
+                            "test": {"accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"], "n": m["n"]},
+                            "members": ens.info_["members"]}
+        save()
+        print(key, res["runs"][key]["test"])
+
     arch = dict(layers=res["pretrain"]["config"]["layers"], hidden=res["pretrain"]["config"]["hidden"],
                 heads=res["pretrain"]["config"]["heads"], intermediate=res["pretrain"]["config"]["intermediate"])
     common = dict(batch_size=32, precision="bf16", patience=2, seed=42)
@@ -187,6 +212,8 @@ def stage_evaluate(a: argparse.Namespace) -> None:
     if not a.skip_minilm:
         run("chnsenticorp", "MiniLM-L6 fine-tuned directly", "transformer", tr, dv, te, max_len=128,
             truncation="head+tail", epochs=a.minilm_epochs, **common)
+
+    run_ensemble("chnsenticorp", ["zh-bert pretrained (niche)", "sparse char n-grams"], dv, te)
 
     tn_train = read_labeled(SHARED / "tnews" / "train.csv")
     tn_test = read_labeled(SHARED / "tnews" / "validation.csv")
@@ -205,6 +232,7 @@ def stage_evaluate(a: argparse.Namespace) -> None:
     if not a.skip_minilm:
         run("tnews", "MiniLM-L6 fine-tuned directly", "transformer", sub, dev, tn_test, max_len=64,
             epochs=a.minilm_epochs, **common)
+    run_ensemble("tnews", ["zh-bert pretrained (niche)", "sparse char n-grams"], dev, tn_test)
     save()
 
 

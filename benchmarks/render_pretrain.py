@@ -24,7 +24,7 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
              f"**Model**: BERT, {cfg['layers']} layers, hidden {cfg['hidden']}, {cfg['heads']} heads, intermediate "
              f"{cfg['intermediate']}, max_len {cfg['max_len']}, vocabulary {P['vocab_size']:,} (WordPiece; one token per CJK "
              f"character), {P['parameters'] / 1e6:.1f} M parameters. MLM 15 % (80/10/10), character-level masking, "
-             f"batch {cfg['batch_size']}, peak lr {cfg['lr'] or 5e-4:g}, {cfg['precision']} autocast.", "",
+             f"batch {cfg['batch_size']}, peak lr {cfg['lr'] or 5e-4:g}, {'bf16 autocast' if cfg['precision'] == 'bf16' else 'fp32'}.", "",
              f"**Pretraining cost**: {P['train_seconds'] / 60:.1f} min of training on the 2 cores ({P['stopped_by']}), "
              f"{P['steps']:,} steps, **{P['tokens_seen']:,} tokens seen** ({P['epochs_done']:.2f} epochs of the corpus), "
              f"{P['tokens_per_second']:,.0f} tokens/s; dev MLM loss {P['dev_loss'][0][1]:.3f} (step {P['dev_loss'][0][0]}) -> "
@@ -50,6 +50,8 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
         for name, r in rows:
             pr = r["params"]
             sett = ", ".join(f"{k} {pr[k]}" for k in ("max_len", "epochs", "lr") if k in pr) or "defaults"
+            if r["family"] == "ensemble":
+                sett = "weights " + " / ".join(f"{w:.2f}" for w in pr["weights"]) + " (chosen on dev)"
             lines.append(f"| {name} | {r['test']['accuracy'] * 100:.2f} | {r['test']['macro_f1'] * 100:.2f} | "
                          f"{r['dev']['accuracy'] * 100:.2f} | {r['train_seconds'] / 60:.1f} min | {sett} |")
         lines.append("")
