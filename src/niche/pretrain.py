@@ -629,8 +629,11 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
             if state.global_step % 10 == 0 and loss_n:
                 now = time.perf_counter()
                 state.losses.append([state.global_step, loss_acc / loss_n])
-                bar.set_postfix(loss=f"{loss_acc / loss_n:.3f}", tok_s=f"{tok_window / max(now - t_window, 1e-9):,.0f}",
-                                lr=f"{opt.param_groups[0]['lr']:.1e}")
+                post = {"loss": f"{loss_acc / loss_n:.3f}", "tok_s": f"{tok_window / max(now - t_window, 1e-9):,.0f}",
+                        "lr": f"{opt.param_groups[0]['lr']:.1e}"}
+                if budget:  # the step total is an upper bound when the time budget decides
+                    post["budget_left"] = f"{max(budget - (now - t0), 0) / 60:.1f} min"
+                bar.set_postfix(post)
                 loss_acc, loss_n, tok_window, t_window = 0.0, 0, 0, now
             state.seconds = time.perf_counter() - t0
             over_time = bool(budget) and state.seconds >= budget
