@@ -57,7 +57,7 @@ def run_cli(
     min_rise: Annotated[float, typer.Option("--min-rise", help="Smallest rise of the negative share (0.10 = 10 points).")] = 0.10,
     negative_label: Annotated[str, typer.Option("--negative-label", help="The model label that counts as negative.")] = "negative",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
-    predict_workers: Annotated[int, typer.Option("--predict-workers", help="0: predict in a thread; 1: in a separate process.")] = 0,
+    predict_workers: Annotated[Optional[int], typer.Option("--predict-workers", help="0: predict in a thread; 1: in a separate process (default: 1).")] = None,
     alerts_jsonl: Annotated[Path, typer.Option("--alerts-jsonl", help="Append alerts here, one JSON per line.")] = Path("alerts.jsonl"),
     webhook: Annotated[Optional[str], typer.Option("--webhook", help="POST each alert as JSON to this URL.")] = None,
     webhook_timeout: Annotated[float, typer.Option("--webhook-timeout", help="Seconds per attempt.")] = 5.0,
