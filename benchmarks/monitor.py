@@ -49,7 +49,7 @@ def machine() -> str:
     return f"{os.cpu_count()}-core VM, {cpu or platform.processor()}, Python {platform.python_version()}"
 
 
-def detection(clf, pool, seeds: list[int], work: Path) -> dict:
+def detection(clf, pool, seeds: list[int], work: Path, only_default: bool = False) -> dict:
     from niche.apps.monitor import AlertRule, MonitorConfig, run_monitor
     from niche.apps.monitor_demo import WATCH_LIST, build_replay
     from niche.apps.monitor_store import open_store
@@ -58,6 +58,8 @@ def detection(clf, pool, seeds: list[int], work: Path) -> dict:
              "binomial, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, min_negatives=5),
              "binomial, alpha 1e-5, >= 5 negatives": AlertRule(alpha=1e-5, min_negatives=5),
              "z-test, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, test="ztest", min_negatives=5)}
+    if only_default:
+        rules = dict(list(rules.items())[:1])
     out: dict = {name: {"runs": []} for name in rules}
     for seed in seeds:
         replay = build_replay(pool, n_calm=6000, seed=seed)
@@ -145,6 +147,36 @@ def add_transformer() -> None:
     print(f"added the transformer to {path}")
 
 
+def detect_transformer(first_seed: int, n_seeds: int) -> None:
+    """The detection part with a fine-tuned MiniLM (default rule only), added to results/monitor.json."""
+    from niche import TextClassifier
+    from niche.apps.monitor_demo import phrasebank_split
+
+    path = RESULTS / "monitor.json"
+    res = json.loads(path.read_text())
+    train, pool = phrasebank_split()
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
+    t0 = time.perf_counter()
+    try:
+        tr = TextClassifier("transformer", epochs=3, max_len=64, precision="bf16").fit(
+            [t for t, _ in train], [lab for _, lab in train], progress=True)
+        m = tr.evaluate([t for t, _ in pool], [lab for _, lab in pool])
+        res["models"]["transformer"] = {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
+                                        "negative_recall": m["per_class"]["negative"]["recall"],
+                                        "train_seconds": tr.info_["training"]["seconds"], "base": "all-MiniLM-L6-v2",
+                                        "max_len": 64, "epochs": 3}
+        print("transformer pool", res["models"]["transformer"], flush=True)
+        det = detection(tr, pool, list(range(first_seed, first_seed + n_seeds)), work, only_default=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    D = next(iter(det.values()))
+    res["detection_transformer"] = D | {"command": "python benchmarks/monitor.py --detect-transformer",
+                                        "seeds": [first_seed, first_seed + n_seeds - 1],
+                                        "date": dt.date.today().isoformat(), "wall_s": round(time.perf_counter() - t0, 1)}
+    path.write_text(json.dumps(res, indent=2))
+    print(f"transformer detection: {D['detected']}/{len(D['runs'])}, false alerts {D['false_alerts']}")
+
+
 def rerun_throughput(repeats: int) -> None:
     from niche import TextClassifier
     from niche.apps.monitor_demo import phrasebank_split
@@ -177,7 +209,12 @@ def main() -> None:
                     help="only the transformer part, added to an existing results/monitor.json")
     ap.add_argument("--throughput-only", action="store_true",
                     help="rerun only the sparse throughput part, updating an existing results/monitor.json")
+    ap.add_argument("--detect-transformer", action="store_true",
+                    help="only the detection part with a fine-tuned MiniLM (default rule), added to results/monitor.json")
     a = ap.parse_args()
+    if a.detect_transformer:
+        detect_transformer(a.first_seed, a.seeds)
+        return
     if a.add_transformer:
         add_transformer()
         return

@@ -49,19 +49,34 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
         if "rerun" in t:
             lines.append(f"({name} throughput rerun by `{t['rerun']['command']}` on {t['rerun']['date']}, load average "
                          f"{t['rerun']['load_average_start_end'][0]} / {t['rerun']['load_average_start_end'][1]}.)")
-    lines += ["", "thread: prediction in a background thread (`--predict-workers 0`, the default); process: in a "
-                  "separate worker process (`--predict-workers 1`), so parsing and database writes run on the other "
+    lines += ["", "thread: prediction in a background thread (`--predict-workers 0`); process: in a "
+                  "separate worker process (`--predict-workers 1`, the default for a model directory), so parsing and database writes run on the other "
                   "core. Model loading is outside the clock in both.", ""]
+    DT = R.get("detection_transformer")
+    if DT:
+        mt = models.get("transformer", {})
+        lines += [f"Same replays (seeds {DT['seeds'][0]}-{DT['seeds'][1]}) and default rule with a fine-tuned MiniLM "
+                  f"instead of the sparse model (`{DT['command']}`, {DT['date']}; {mt.get('epochs')} epochs, max_len "
+                  f"{mt.get('max_len')}, pool accuracy {mt.get('pool_accuracy', 0) * 100:.1f} %, negative recall "
+                  f"{mt.get('negative_recall', 0) * 100:.1f} %): **{DT['detected']}/{len(DT['runs'])} bursts detected**, "
+                  f"median / max {DT['minutes_to_alert_median']} / {DT['minutes_to_alert_max']} min to alert, "
+                  f"**{DT['false_alerts']} false alerts** over {DT['calm_sentences']:,} calm sentences.", ""]
     sp = tp["sparse"]
     best = "process" if sp["ratio_process"] >= sp["ratio_thread"] else "thread"
     floors: list[tuple[str, str, bool | None]] = [
-        ("burst detected within its window on the replay",
+        ("burst detected within its window on the replay (sparse model)",
          f"{D['detected']}/{n_seeds} replays, median {D['minutes_to_alert_median']} min after the burst started",
          D["detected"] == n_seeds),
-        ("zero false alerts over a calm replay of >= 5,000 sentences",
+        ("zero false alerts over a calm replay of >= 5,000 sentences (sparse model)",
          f"{D['false_alerts']} false alerts over {n_seeds} x 6,000 calm sentences", D["false_alerts"] == 0),
         ("ingestion texts/s >= model predict_proba texts/s (sparse, same run)",
          f"{sp[f'ingest_{best}_median']:.0f} vs {sp['predict_median']:.0f} texts/s (ratio {sp['ratio_best']:.2f}, {best})",
          sp["ratio_best"] >= 1.0),
     ]
+    if DT:
+        n = len(DT["runs"])
+        floors += [("burst detected within its window on the replay (MiniLM model)",
+                    f"{DT['detected']}/{n} replays, median {DT['minutes_to_alert_median']} min", DT["detected"] == n),
+                   ("zero false alerts over a calm replay of >= 5,000 sentences (MiniLM model)",
+                    f"{DT['false_alerts']} false alerts over {n} x 6,000 calm sentences", DT["false_alerts"] == 0)]
     return lines, floors
