@@ -332,6 +332,17 @@ def test_ensemble_weights_save_load_and_cli(tmp_path: Path, tiny_bert: Path) -> 
                             "--out", str(tmp_path / "ens2")])
     assert r.exit_code == 0, r.output
     assert TextClassifier.load(tmp_path / "ens2").predict(["a great movie"])[0] in ("pos", "neg")
+    # served like any model; a BiLSTM answers explain requests with attention: null instead of failing
+    from fastapi.testclient import TestClient
+
+    from niche.serving.app import create_app
+
+    lstm = TextClassifier("scratch", arch="bilstm", hidden=16, epochs=1, max_len=32).fit(texts, labels).save(tmp_path / "l")
+    with TestClient(create_app({"ens": tmp_path / "ens", "lstm": lstm})) as c:
+        r1 = c.post("/v1/models/ens/classify", json={"inputs": ["a great movie"], "explain": True})
+        r2 = c.post("/v1/models/lstm/classify", json={"inputs": ["a great movie"], "explain": True})
+    assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
+    assert r1.json()["predictions"][0]["attention"] is None and r2.json()["predictions"][0]["attention"] is None
     other = TextClassifier("sparse").fit(["x good", "y bad", "z ok"] * 4, ["a", "b", "c"] * 4).save(tmp_path / "c")
     with pytest.raises(ConfigError, match="same label set"):
         build_ensemble([a, other], read_labeled(dev))

@@ -20,6 +20,13 @@ import torch
 from .errors import ConfigError
 
 
+def has_attention(clf: Any) -> bool:
+    """True for PyTorch attention models (not sparse, ONNX, ensembles or BiLSTMs)."""
+    net = getattr(getattr(clf, "model_", None), "model", None)
+    return getattr(clf, "family", None) in ("transformer", "scratch") and \
+        hasattr(getattr(net, "config", None), "num_attention_heads")
+
+
 @torch.inference_mode()
 def cls_attention(clf: Any, text: str) -> dict[str, Any]:
     """Last-layer attention from the first (classification) token to every token, averaged over
@@ -30,9 +37,10 @@ def cls_attention(clf: Any, text: str) -> dict[str, Any]:
     Raises:
         ConfigError: the model is not a transformer (sparse models have no attention).
     """
-    if getattr(clf, "family", None) not in ("transformer", "scratch") or not hasattr(getattr(clf.model_, "model", None), "config"):
+    if not has_attention(clf):
         raise ConfigError("attention maps exist only for transformer models; this model is "
-                          f"{getattr(clf, 'family', type(clf).__name__)!r}.")
+                          f"{getattr(clf, 'family', type(clf).__name__)!r}"
+                          f"{' (' + type(clf.model_.model).__name__ + ')' if hasattr(getattr(clf, 'model_', None), 'model') else ''}.")
     tm = clf.model_
     model = tm.model
     (ids,) = tm.encode([text])

@@ -340,8 +340,9 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         scores = proba.round(6).tolist()
         preds: list[dict[str, Any]] = [{"labels": [{"label": labels[j], "score": p[j]} for j in o], "attention": None}
                                        for p, o in zip(scores, order)]
-        if req.explain and getattr(slot.clf.model_, "model", None) is not None:  # PyTorch transformers
-            from ..explain import cls_attention
+        from ..explain import cls_attention, has_attention
+
+        if req.explain and has_attention(slot.clf):  # PyTorch attention models; others answer attention: null
 
             for i, t in enumerate(texts):
                 def attend(t: str = t) -> dict[str, Any]:
