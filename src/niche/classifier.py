@@ -185,7 +185,7 @@ class TextClassifier:
         self.info_ = {
             "format_version": 1,
             "family": self.family,
-            "base": getattr(cfg, "base", None),
+            "base": None if self.family == "scratch" else getattr(cfg, "base", None),
             "max_len": getattr(cfg, "max_len", None),
             "truncation": getattr(cfg, "truncation", None),
             "labels": labels,
@@ -297,7 +297,9 @@ class TextClassifier:
             f"# {name}", "",
             f"A **{info['family']}** text classifier trained with [niche](https://example.invalid/niche) "
             f"on `{Path(tr['data']).name}` ({tr['rows']} rows; dev: {tr['dev']}, {tr['dev_rows']} rows).", "",
-            f"- base: `{info['base']}`" if info["base"] else "- base: none (TF-IDF n-grams + NB-weighted logistic regression)",
+            f"- base: `{info['base']}`" if info["base"] and info["family"] != "scratch" else (
+                f"- base: none (random initialization, {tr.get('arch', 'scratch')}; tokenizer learned on the training data)"
+                if info["family"] == "scratch" else "- base: none (TF-IDF n-grams + NB-weighted logistic regression)"),
             f"- labels ({len(info['labels'])}): " + ", ".join(f"`{lab}`" for lab in info["labels"][:30])
             + (" ..." if len(info["labels"]) > 30 else ""),
         ]
