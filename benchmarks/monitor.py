@@ -117,15 +117,22 @@ def throughput(clf, model_dir: Path, pool, work: Path, repeats: int, n: int = 40
     return res
 
 
-def transformer_part(train, pool, work: Path) -> tuple[dict, dict]:
+def fit_transformer(train, pool, **params) -> tuple:
+    """MiniLM fine-tuned on the PhraseBank train part (3 epochs, max_len 64) and its pool metrics."""
     from niche import TextClassifier
 
     print("training the transformer ...", flush=True)
-    tr = TextClassifier("transformer", epochs=3, max_len=64).fit([t for t, _ in train], [lab for _, lab in train])
+    tr = TextClassifier("transformer", epochs=3, max_len=64, **params).fit(
+        [t for t, _ in train], [lab for _, lab in train], progress=True)
     m = tr.evaluate([t for t, _ in pool], [lab for _, lab in pool])
     info = {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
             "negative_recall": m["per_class"]["negative"]["recall"], "train_seconds": tr.info_["training"]["seconds"],
             "base": "all-MiniLM-L6-v2", "max_len": 64, "epochs": 3}
+    return tr, info
+
+
+def transformer_part(train, pool, work: Path) -> tuple[dict, dict]:
+    tr, info = fit_transformer(train, pool)
     return info, throughput(tr, tr.save(work / "transformer"), pool, work, 1, n=4000, label="transformer")
 
 
@@ -149,7 +156,6 @@ def add_transformer() -> None:
 
 def detect_transformer(first_seed: int, n_seeds: int) -> None:
     """The detection part with a fine-tuned MiniLM (default rule only), added to results/monitor.json."""
-    from niche import TextClassifier
     from niche.apps.monitor_demo import phrasebank_split
 
     path = RESULTS / "monitor.json"
@@ -158,13 +164,7 @@ def detect_transformer(first_seed: int, n_seeds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     t0 = time.perf_counter()
     try:
-        tr = TextClassifier("transformer", epochs=3, max_len=64, precision="bf16").fit(
-            [t for t, _ in train], [lab for _, lab in train], progress=True)
-        m = tr.evaluate([t for t, _ in pool], [lab for _, lab in pool])
-        res["models"]["transformer"] = {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
-                                        "negative_recall": m["per_class"]["negative"]["recall"],
-                                        "train_seconds": tr.info_["training"]["seconds"], "base": "all-MiniLM-L6-v2",
-                                        "max_len": 64, "epochs": 3}
+        tr, res["models"]["transformer"] = fit_transformer(train, pool, precision="bf16")
         print("transformer pool", res["models"]["transformer"], flush=True)
         det = detection(tr, pool, list(range(first_seed, first_seed + n_seeds)), work, only_default=True)
     finally:

@@ -114,7 +114,7 @@ def stage_evaluate(a: argparse.Namespace) -> None:
 
     from niche import TextClassifier, read_labeled
     from niche.data import LabeledData
-    from niche.fillmask import FillMask, topk_accuracy
+    from niche.fillmask import FillMask, masked_probes, topk_accuracy
 
     zh = Path(a.zh) if a.zh else WORK / "zh-bert"
     if not (zh / "model.safetensors").is_file():
@@ -137,12 +137,7 @@ def stage_evaluate(a: argparse.Namespace) -> None:
         fm = FillMask(zh)
         acc = topk_accuracy(fm, csc["test"].texts, k=5, seed=0, max_chars=120)
         # the same probes for the frequency baseline
-        rng = np.random.default_rng(0)
-        answers = []
-        for t in csc["test"].texts:
-            spots = [m.start() for m in re.finditer(r"[\u4e00-\u9fff]", t)]
-            if spots:
-                answers.append(t[int(spots[rng.integers(len(spots))])])
+        _, answers, _ = masked_probes(csc["test"].texts, fm.mask_token, seed=0, max_chars=120)
         from niche.pretrain import build_corpus
 
         corpus, exclude = corpus_files()

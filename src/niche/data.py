@@ -216,6 +216,30 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any], list[str]
     return _iter_parquet(path)
 
 
+def read_texts(path: str | Path, text_col: str | None = None) -> list[str]:
+    """Texts of one unlabeled file, empty ones kept as ``""``: ``.txt`` = one text per line;
+    CSV/TSV/JSONL/Parquet = column ``text_col`` (default ``text``). Used by pretraining corpora and
+    distillation transfer texts."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: text file not found. Check the path (one text per line, or CSV/JSONL with --text-col).")
+    if p.suffix.lower() in (".txt", ".text", ""):
+        try:
+            with p.open(encoding="utf-8") as f:
+                return [line.rstrip("\n") for line in f]
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not UTF-8 ({e}). Convert it, e.g. `iconv -f GB18030 -t UTF-8`.") from None
+    col = text_col or "text"
+    texts = []
+    for row, rec, columns in iter_rows(p):
+        if col not in rec:
+            raise DataError(f"{p}: column {col!r} not found (row {row}); columns are: {', '.join(map(str, columns))}. "
+                            "Pass --text-col with one of them.")
+        v = rec[col]
+        texts.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return texts
+
+
 def _where(fmt: str) -> str:
     return "row" if fmt == "parquet" else "line"
 

@@ -249,26 +249,12 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
 
 
 def read_unlabeled(path: str | Path, text_col: str = "text") -> list[str]:
-    """Transfer texts: one per line (.txt), or the ``text_col`` column of a CSV/TSV/JSONL/Parquet file."""
-    from .data import iter_rows
-    from .errors import DataError
+    """Transfer texts: one per line (.txt, stripped), or the ``text_col`` column of a CSV/TSV/JSONL/Parquet
+    file; empty texts are dropped."""
+    from .data import read_texts
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: unlabeled text file not found. Give one text per line, or a CSV/JSONL with --text-col.")
-    if path.suffix.lower() in (".txt", ".text", ""):
-        try:
-            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e}). Re-encode it as UTF-8.") from None
-    texts = []
-    for _, row, columns in iter_rows(path):
-        if text_col not in row:
-            raise DataError(f"{path}: no column {text_col!r} (columns: {', '.join(columns)}). Pass --text-col.")
-        v = row[text_col]
-        if isinstance(v, str) and v.strip():
-            texts.append(v)
-    return texts
+    is_txt = Path(path).suffix.lower() in (".txt", ".text", "")
+    return [t.strip() if is_txt else t for t in read_texts(path, text_col) if t.strip()]
 
 
 __all__ = ["DistillConfig", "distill", "layer_spread", "layer_student", "read_unlabeled", "teacher_logits"]

@@ -12,12 +12,27 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
+
+
+@contextlib.contextmanager
+def _eager_attention(net: Any) -> Iterator[None]:
+    """SDPA kernels do not return attention weights: use the eager path for this block only."""
+    previous = net.config._attn_implementation
+    if previous != "eager":
+        net.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if previous != "eager":
+            net.set_attn_implementation(previous)
 
 
 def has_attention(clf: Any) -> bool:
@@ -45,15 +60,8 @@ def cls_attention(clf: Any, text: str) -> dict[str, Any]:
     model = tm.model
     (ids,) = tm.encode([text])
     inputs = tm.collate([ids])
-    previous = model.config._attn_implementation
-    # SDPA kernels do not return attention weights; switch to the eager path for this call only.
-    if previous != "eager":
-        model.set_attn_implementation("eager")
-    try:
+    with _eager_attention(model):
         out = model(**inputs, output_attentions=True)
-    finally:
-        if previous != "eager":
-            model.set_attn_implementation(previous)
     att = out.attentions[-1][0]  # (heads, T, T) for the single text
     w = att[:, 0, :].mean(0)  # (T,): row of the first token, averaged over heads
     w = (w / w.sum()).float().cpu().tolist()
@@ -120,12 +128,11 @@ def explain(model: Any, text: str, target: str | None = None) -> dict[str, Any]:
         dev = next(net.parameters()).device
         inputs = {k: v.to(dev) for k, v in enc.items()}
         ids = enc["input_ids"][0].tolist()
-    previous = net.config._attn_implementation
-    if previous != "eager":  # SDPA kernels do not return attention weights
-        net.set_attn_implementation("eager")
     was_training = net.training
+    stack = contextlib.ExitStack()
     net.eval()
     try:
+        stack.enter_context(_eager_attention(net))
         emb_layer = net.get_input_embeddings()
         captured: dict[str, torch.Tensor] = {}
 
@@ -158,8 +165,7 @@ def explain(model: Any, text: str, target: str | None = None) -> dict[str, Any]:
             handle.remove()
         att = torch.stack([a[0] for a in out.attentions]).detach().float().cpu().numpy()  # (L, H, T, T)
     finally:
-        if previous != "eager":
-            net.set_attn_implementation(previous)
+        stack.close()
         net.train(was_training)
         net.zero_grad(set_to_none=True)
     cls = att[:, :, 0, :].mean(1)

@@ -89,15 +89,13 @@ def _unspace(s: str) -> str:
     return re.sub(rf"(?<={cjk}) (?={cjk})|(?<={cjk}) (?=\S)|(?<=\S) (?={cjk})", "", s)
 
 
-def topk_accuracy(fm: FillMask, texts: Sequence[str], k: int = 5, seed: int = 0, max_chars: int = 120,
-                  batch_size: int = 64) -> dict[str, Any]:
-    """Mask one CJK character of each text (seeded position, text cut to ``max_chars`` around it) and
-    count how often the right character is among the top ``k``."""
+def masked_probes(texts: Sequence[str], mask_token: str, seed: int = 0,
+                  max_chars: int = 120) -> tuple[list[str], list[str], int]:
+    """Mask one CJK character of each text at a seeded position, cutting the text to ``max_chars``
+    around it. Returns (probes, answers, texts skipped for having no CJK character)."""
     import re
 
     rng = np.random.default_rng(seed)
-    limit = min(getattr(fm.model.config, "max_position_embeddings", 512), fm.tokenizer.model_max_length or 10**9)
-    max_chars = min(max_chars, limit - 2)  # a token covers at least one character
     probes, answers = [], []
     for t in texts:
         spots = [m.start() for m in re.finditer(r"[\u4e00-\u9fff]", t)]
@@ -107,8 +105,18 @@ def topk_accuracy(fm: FillMask, texts: Sequence[str], k: int = 5, seed: int = 0,
         a = max(0, pos - max_chars // 2)
         window = t[a: a + max_chars]
         pos -= a
-        probes.append(window[:pos] + fm.mask_token + window[pos + 1:])
+        probes.append(window[:pos] + mask_token + window[pos + 1:])
         answers.append(window[pos])
+    return probes, answers, len(texts) - len(probes)
+
+
+def topk_accuracy(fm: FillMask, texts: Sequence[str], k: int = 5, seed: int = 0, max_chars: int = 120,
+                  batch_size: int = 64) -> dict[str, Any]:
+    """Mask one CJK character of each text (:func:`masked_probes`) and count how often the right
+    character is among the top ``k``."""
+    limit = min(getattr(fm.model.config, "max_position_embeddings", 512), fm.tokenizer.model_max_length or 10**9)
+    max_chars = min(max_chars, limit - 2)  # a token covers at least one character
+    probes, answers, skipped = masked_probes(texts, fm.mask_token, seed, max_chars)
     hits1 = hitsk = 0
     results = fm.batch(probes, top_k=k, batch_size=batch_size)
     for ans, res in zip(answers, results):
@@ -116,4 +124,4 @@ def topk_accuracy(fm: FillMask, texts: Sequence[str], k: int = 5, seed: int = 0,
         hits1 += toks[0] == ans
         hitsk += ans in toks
     n = len(probes)
-    return {"n": n, "k": k, "top1": hits1 / max(n, 1), f"top{k}": hitsk / max(n, 1), "skipped_no_cjk": len(texts) - n}
+    return {"n": n, "k": k, "top1": hits1 / max(n, 1), f"top{k}": hitsk / max(n, 1), "skipped_no_cjk": skipped}

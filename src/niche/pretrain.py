@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from .data import read_texts
 from .errors import ConfigError, DataError, ResumeError
 
 log = logging.getLogger(__name__)
@@ -138,31 +139,6 @@ class PretrainConfig:
 def normalize_text(t: str) -> str:
     """The key used for deduplication and exclusion: NFKC, whitespace collapsed."""
     return " ".join(unicodedata.normalize("NFKC", t).split())
-
-
-def read_texts(path: str | Path, text_col: str | None = None) -> list[str]:
-    """Texts of one file: ``.txt`` = one text per line; CSV/TSV/JSONL/Parquet = column ``text_col``
-    (default ``text``)."""
-    from .data import iter_rows
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: corpus file not found. Pass existing files to --corpus/--exclude.")
-    if p.suffix.lower() in (".txt", ".text", ""):
-        try:
-            with p.open(encoding="utf-8") as f:
-                return [line.rstrip("\n") for line in f]
-        except UnicodeDecodeError as e:
-            raise DataError(f"{p}: not UTF-8 ({e}). Convert it, e.g. `iconv -f GB18030 -t UTF-8`.") from None
-    col = text_col or "text"
-    texts = []
-    for row, rec, columns in iter_rows(p):
-        if col not in rec:
-            raise DataError(f"{p}: column {col!r} not found (row {row}); columns are: {', '.join(map(str, columns))}. "
-                            "Pass --text-col with one of them.")
-        v = rec[col]
-        texts.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    return texts
 
 
 @dataclass
@@ -456,6 +432,16 @@ def _collate(seqs: list[np.ndarray], words: list[np.ndarray], pad_id: int, multi
     return ids, w
 
 
+def _masked_batch(enc: Encoded, b: list[int], tokenizer: Any, rng: np.random.Generator, candidates: np.ndarray,
+                  prob: float, device: torch.device) -> tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]:
+    """Pad the sequences ``b`` of ``enc``, mask them; returns (padded ids, model inputs, labels)."""
+    ids, words = _collate([enc.ids[i] for i in b], [enc.words[i] for i in b], tokenizer.pad_token_id)
+    x, y = mask_tokens(ids, words, rng, tokenizer.mask_token_id, candidates, prob)
+    inputs = {"input_ids": torch.as_tensor(x, device=device),
+              "attention_mask": torch.as_tensor(ids != tokenizer.pad_token_id, device=device).long()}
+    return ids, inputs, torch.as_tensor(y, device=device)
+
+
 def _lr_factor(frac: float, warmup: float) -> float:
     if frac < warmup:
         return frac / warmup
@@ -472,13 +458,11 @@ def dev_loss(model: Any, enc: Encoded, tokenizer: Any, cfg: PretrainConfig, devi
     order = np.argsort([len(x) for x in enc.ids])
     for s in range(0, len(order), 64):
         b = order[s: s + 64]
-        ids, words = _collate([enc.ids[i] for i in b], [enc.words[i] for i in b], tokenizer.pad_token_id)
-        x, y = mask_tokens(ids, words, rng, tokenizer.mask_token_id, candidates, cfg.mlm_prob)
-        k = int((y != -100).sum())
+        ids, inputs, labels = _masked_batch(enc, b, tokenizer, rng, candidates, cfg.mlm_prob, device)
+        k = int((labels != -100).sum())
         if not k:
             continue
-        inputs = {"input_ids": torch.as_tensor(x, device=device), "attention_mask": torch.as_tensor(ids != tokenizer.pad_token_id, device=device).long()}
-        total += float(_fast_mlm_loss(model, inputs, torch.as_tensor(y, device=device))) * k
+        total += float(_fast_mlm_loss(model, inputs, labels)) * k
         n += k
     model.train()
     return total / max(n, 1)
@@ -602,12 +586,8 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
                 frac = max(frac, (time.perf_counter() - t0) / budget)
             for g in opt.param_groups:
                 g["lr"] = cfg.peak_lr * _lr_factor(frac, cfg.warmup_ratio)
-            ids, words = _collate([enc.ids[i] for i in b], [enc.words[i] for i in b], tokenizer.pad_token_id)
-            x, y = mask_tokens(ids, words, np.random.default_rng([cfg.seed, state.global_step]), tokenizer.mask_token_id,
-                               candidates, cfg.mlm_prob)
-            inputs = {"input_ids": torch.as_tensor(x, device=device),
-                      "attention_mask": torch.as_tensor(ids != tokenizer.pad_token_id, device=device).long()}
-            labels = torch.as_tensor(y, device=device)
+            ids, inputs, labels = _masked_batch(enc, b, tokenizer, np.random.default_rng([cfg.seed, state.global_step]),
+                                                candidates, cfg.mlm_prob, device)
             if bool((labels != -100).any()):
                 with autocast:
                     loss = _fast_mlm_loss(model, inputs, labels)
@@ -620,7 +600,7 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
                 loss_n += 1
             n_tok = int((ids != tokenizer.pad_token_id).sum())
             state.tokens_seen += n_tok
-            state.masked_seen += int((y != -100).sum())
+            state.masked_seen += int((labels != -100).sum())
             tok_window += n_tok
             state.global_step += 1
             state.step_in_epoch += 1

@@ -340,18 +340,18 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         scores = proba.round(6).tolist()
         preds: list[dict[str, Any]] = [{"labels": [{"label": labels[j], "score": p[j]} for j in o], "attention": None}
                                        for p, o in zip(scores, order)]
-        from ..explain import cls_attention, has_attention
+        if req.explain:
+            from ..explain import cls_attention, has_attention
 
-        if req.explain and has_attention(slot.clf):  # PyTorch attention models; others answer attention: null
+            if has_attention(slot.clf):  # PyTorch attention models; others answer attention: null
+                for i, t in enumerate(texts):
+                    def attend(t: str = t) -> dict[str, Any]:
+                        return cls_attention(slot.clf, t)
 
-            for i, t in enumerate(texts):
-                def attend(t: str = t) -> dict[str, Any]:
-                    return cls_attention(slot.clf, t)
-
-                try:
-                    preds[i]["attention"] = await slot.batcher.run_exclusive(attend)
-                except RuntimeError:  # this model was swapped out meanwhile; its thread is gone but it is idle
-                    preds[i]["attention"] = await asyncio.get_running_loop().run_in_executor(None, attend)
+                    try:
+                        preds[i]["attention"] = await slot.batcher.run_exclusive(attend)
+                    except RuntimeError:  # this model was swapped out meanwhile; its thread is gone but it is idle
+                        preds[i]["attention"] = await asyncio.get_running_loop().run_in_executor(None, attend)
         # Built as plain JSON (the response_model above documents it): per-label pydantic objects
         # cost more than the model's forward pass for short texts.
         return JSONResponse({"model": name, "predictions": preds})
