@@ -3,6 +3,8 @@ throughput against the model's own prediction speed, in one run.
 
     python benchmarks/monitor.py                      # sparse model (needs ../shared/data)
     python benchmarks/monitor.py --transformer        # also a fine-tuned MiniLM (slow on 2 cores)
+    python benchmarks/monitor.py --detect-compare --first-seed 300 --seeds 40
+        # sparse vs MiniLM: alpha chosen on tuning replays 100-119, scored on fresh replays 300-339
 
 1. Train the sparse model on the PhraseBank train part (niche.apps.monitor_demo.phrasebank_split:
    50agree_train minus a sha1 quarter); score it on the held-out replay pool.
@@ -49,18 +51,20 @@ def machine() -> str:
     return f"{os.cpu_count()}-core VM, {cpu or platform.processor()}, Python {platform.python_version()}"
 
 
-def detection(clf, pool, seeds: list[int], work: Path, only_default: bool = False) -> dict:
+def detection(clf, pool, seeds: list[int], work: Path, only_default: bool = False, rules: dict | None = None) -> dict:
     from niche.apps.monitor import AlertRule, MonitorConfig, run_monitor
     from niche.apps.monitor_demo import WATCH_LIST, build_replay
     from niche.apps.monitor_store import open_store
 
-    rules = {"default (binomial, alpha 1e-4, >= 6 negatives)": AlertRule(),
-             "binomial, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, min_negatives=5),
-             "binomial, alpha 1e-5, >= 5 negatives": AlertRule(alpha=1e-5, min_negatives=5),
-             "z-test, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, test="ztest", min_negatives=5)}
+    if rules is None:
+        rules = {"default (binomial, alpha 1e-4, >= 6 negatives)": AlertRule(),
+                 "binomial, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, min_negatives=5),
+                 "binomial, alpha 1e-5, >= 5 negatives": AlertRule(alpha=1e-5, min_negatives=5),
+                 "z-test, alpha 1e-3, >= 5 negatives": AlertRule(alpha=1e-3, test="ztest", min_negatives=5)}
     if only_default:
         rules = dict(list(rules.items())[:1])
     out: dict = {name: {"runs": []} for name in rules}
+    work = Path(tempfile.mkdtemp(prefix="detection-", dir=work))  # fresh databases for every call (ingestion is idempotent)
     for seed in seeds:
         replay = build_replay(pool, n_calm=6000, seed=seed)
         feed = replay.write(work / f"replay-{seed}.jsonl")
@@ -177,6 +181,95 @@ def detect_transformer(first_seed: int, n_seeds: int) -> None:
     print(f"transformer detection: {D['detected']}/{len(D['runs'])}, false alerts {D['false_alerts']}")
 
 
+def memoize_pool(clf, texts: list[str]):
+    """Score the replay pool once and answer predict_proba from that table (the replays draw every
+    sentence from the pool, so this changes no prediction, only how often the model runs)."""
+    import numpy as np
+
+    uniq = sorted(set(texts))
+    table = dict(zip(uniq, clf.predict_proba(uniq, batch_size=64)))
+    model_predict = clf.predict_proba
+
+    def predict_proba(x, **kw):
+        batch = [x] if isinstance(x, str) else list(x)
+        missing = sorted({t for t in batch if t not in table})
+        if missing:
+            table.update(zip(missing, model_predict(missing, **kw)))
+        out = np.stack([table[t] for t in batch])
+        return out[0] if isinstance(x, str) else out
+
+    clf.predict_proba = predict_proba  # this instance only
+    return clf
+
+
+# Candidate rules of --detect-compare, most sensitive first. All share the defaults but alpha.
+COMPARE_ALPHAS = [1e-4, 1e-5, 1e-6, 1e-7]
+
+
+def detect_compare(tune_seeds: list[int], eval_seeds: list[int]) -> None:
+    """Sparse vs fine-tuned MiniLM with the default rule and stricter alphas: each model's alpha is
+    chosen on the tuning replays (the largest alpha that finds every burst with no false alert there),
+    then both the default and the chosen rule are scored on fresh replays not looked at before."""
+    from niche import TextClassifier
+    from niche.apps.monitor import AlertRule
+    from niche.apps.monitor_demo import phrasebank_split
+
+    path = RESULTS / "monitor.json"
+    res = json.loads(path.read_text())
+    train, pool = phrasebank_split()
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    names = {a: f"binomial, alpha {a:.0e}, >= 6 negatives" + (" (default)" if a == AlertRule().alpha else "")
+             for a in COMPARE_ALPHAS}
+    rules = {names[a]: AlertRule(alpha=a) for a in COMPARE_ALPHAS}
+    out: dict = {"command": "python benchmarks/monitor.py --detect-compare", "date": dt.date.today().isoformat(),
+                 "machine": machine(), "tune_seeds": [tune_seeds[0], tune_seeds[-1]],
+                 "eval_seeds": [eval_seeds[0], eval_seeds[-1]], "models": {}}
+    try:
+        sparse = TextClassifier("sparse").fit([t for t, _ in train], [lab for _, lab in train])
+        m = sparse.evaluate([t for t, _ in pool], [lab for _, lab in pool])
+        cached = RESULTS / "work" / "monitor-minilm"  # gitignored; delete it to retrain
+        if (cached / "niche.json").is_file():
+            minilm = TextClassifier.load(cached)
+            minfo = json.loads((cached / "pool_metrics.json").read_text())
+        else:
+            minilm, minfo = fit_transformer(train, pool, precision="bf16")
+            minilm.save(cached)
+            (cached / "pool_metrics.json").write_text(json.dumps(minfo, indent=2))
+        infos = {"sparse": {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
+                            "negative_recall": m["per_class"]["negative"]["recall"],
+                            "negative_precision": m["per_class"]["negative"]["precision"]},
+                 "MiniLM": minfo | {"negative_precision": minilm.evaluate(
+                     [t for t, _ in pool], [lab for _, lab in pool])["per_class"]["negative"]["precision"]}}
+        for name, clf in (("sparse", sparse), ("MiniLM", minilm)):
+            memoize_pool(clf, [t for t, _ in pool])
+            print(f"[{name}] tuning replays {tune_seeds[0]}-{tune_seeds[-1]} ...", flush=True)
+            tune = detection(clf, pool, tune_seeds, work, rules=rules)
+            ok = [a for a in COMPARE_ALPHAS if tune[names[a]]["detected"] == len(tune_seeds)
+                  and tune[names[a]]["false_alerts"] == 0]
+            chosen = ok[0] if ok else max(COMPARE_ALPHAS, key=lambda a: tune[names[a]]["detected"] - tune[names[a]]["false_alerts"])
+            final = {names[AlertRule().alpha]: rules[names[AlertRule().alpha]], names[chosen]: rules[names[chosen]]}
+            print(f"[{name}] chosen alpha {chosen:.0e}; fresh replays {eval_seeds[0]}-{eval_seeds[-1]} ...", flush=True)
+            ev = detection(clf, pool, eval_seeds, work, rules=final)
+            strip = lambda d: {k: {kk: vv for kk, vv in v.items() if kk != "runs"} | {  # noqa: E731
+                "misses": [r["seed"] for r in v["runs"] if not r["detected"]],
+                "false_alert_seeds": [r["seed"] for r in v["runs"] if r["false_alerts"]],
+                "false_alert_list": [a | {"seed": r["seed"]} for r in v["runs"] for a in r["false_alert_list"]],
+                "replays": len(v["runs"])} for k, v in d.items()}
+            out["models"][name] = infos[name] | {"tuning": strip(tune), "chosen_alpha": chosen,
+                                                 "chosen_rule": names[chosen], "eval": strip(ev)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    out["load_average_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    res["detection_compare"] = out
+    path.write_text(json.dumps(res, indent=2))
+    for name, r in out["models"].items():
+        e = r["eval"][r["chosen_rule"]]
+        print(f"{name}: chosen {r['chosen_rule']}: fresh {e['detected']}/{e['replays']}, false alerts {e['false_alerts']}")
+
+
 def rerun_throughput(repeats: int) -> None:
     from niche import TextClassifier
     from niche.apps.monitor_demo import phrasebank_split
@@ -211,7 +304,16 @@ def main() -> None:
                     help="rerun only the sparse throughput part, updating an existing results/monitor.json")
     ap.add_argument("--detect-transformer", action="store_true",
                     help="only the detection part with a fine-tuned MiniLM (default rule), added to results/monitor.json")
+    ap.add_argument("--detect-compare", action="store_true",
+                    help="sparse vs MiniLM, alpha chosen on tuning replays (--tune-seeds from 100), scored on fresh "
+                         "replays (--seeds from --first-seed); added to results/monitor.json")
+    ap.add_argument("--tune-first-seed", type=int, default=100)
+    ap.add_argument("--tune-seeds", type=int, default=20)
     a = ap.parse_args()
+    if a.detect_compare:
+        detect_compare(list(range(a.tune_first_seed, a.tune_first_seed + a.tune_seeds)),
+                       list(range(a.first_seed, a.first_seed + a.seeds)))
+        return
     if a.detect_transformer:
         detect_transformer(a.first_seed, a.seeds)
         return

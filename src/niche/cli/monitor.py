@@ -50,7 +50,7 @@ def run_cli(
     baseline: Annotated[str, typer.Option("--baseline", help="Baseline period before the window (e.g. 7d).")] = "7d",
     step: Annotated[str, typer.Option("--step", help="Windows end every STEP of event time.")] = "15m",
     cooldown: Annotated[str, typer.Option("--cooldown", help="No second alert for an entity within this time.")] = "6h",
-    alpha: Annotated[float, typer.Option("--alpha", help="Significance level per test.")] = 1e-4,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level per test. 1e-4 suits the sparse model; with a fine-tuned transformer use 1e-5 (docs/monitor.md).")] = 1e-4,
     test: Annotated[str, typer.Option("--test", help="binomial (exact) | ztest (two-proportion).")] = "binomial",
     min_negatives: Annotated[int, typer.Option("--min-negatives", help="Negatives needed in the window.")] = 6,
     min_baseline: Annotated[int, typer.Option("--min-baseline", help="Texts needed in the baseline.")] = 20,
