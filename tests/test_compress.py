@@ -50,18 +50,23 @@ def test_onnx_fp32_matches_pytorch_and_int8_stays_close(teacher_dir: Path, tmp_p
     src = TextClassifier.load(teacher_dir)
     texts = toy_texts(120, seed=7)[0] + ["good " * 40, "bad", "the the the"]  # padding and truncation
     ref = src.predict_proba(texts)
-    for int8 in (False, True):
-        d = tmp_path / f"int8-{int8}"
+    for int8, fuse in ((False, True), (True, True), (False, False)):
+        d = tmp_path / f"int8-{int8}-fuse-{fuse}"
         d.mkdir()
-        write_onnx(src, d, int8=int8, calibration=texts[:60])
+        write_onnx(src, d, int8=int8, calibration=texts[:60], fuse=fuse)
         res = TextClassifier.load(d)
         assert res.info_["runtime"] == "onnx" and res.info_["precision"] == ("int8" if int8 else "fp32")
+        fusion = res.info_["onnx"]["fusion"]
+        assert fusion["fused"] is fuse
+        if fuse:  # every layer but the [CLS]-only last one becomes onnxruntime's fused Attention kernel
+            assert fusion["operators"]["Attention"] == src.model_.model.config.num_hidden_layers - 1
         got = res.predict_proba(texts)
         assert got.shape == ref.shape and np.allclose(got.sum(1), 1, atol=1e-5)
         if int8:
             assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95 and np.abs(got - ref).max() < 0.2
             q = res.info_["onnx"]["quantization"]
             assert q["calibration_texts"] == 60 and q["tried"] and q["level"] in [t["level"] for t in q["tried"]]
+            assert q["tried"][0]["level"] == "all MatMuls int8"  # the fastest candidate is tried first
         else:
             np.testing.assert_allclose(got, ref, atol=1e-5)
             assert res.predict(texts) == src.predict(texts)
@@ -69,6 +74,20 @@ def test_onnx_fp32_matches_pytorch_and_int8_stays_close(teacher_dir: Path, tmp_p
         sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
         assert [o.name for o in sess.get_outputs()] == ["logits"]
+
+
+def test_int8_without_calibration_is_blockwise_and_close(teacher_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    src = TextClassifier.load(teacher_dir)
+    texts = toy_texts(80, seed=9)[0]
+    write_onnx(src, tmp_path, int8=True)
+    q = TextClassifier.load(tmp_path).info_["onnx"]["quantization"]
+    assert q["level"] == "blockwise int8, block 32" and q["block_size"] == 32 and "MatMulNBits" in q["method"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    assert "MatMulNBits" in ops and "MatMulInteger" not in ops
+    ref, got = src.predict_proba(texts), TextClassifier.load(tmp_path).predict_proba(texts)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95 and np.abs(got - ref).max() < 0.1
 
 
 def test_export_ships_with_report_and_parity(teacher_dir: Path, tmp_path: Path) -> None:

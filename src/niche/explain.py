@@ -13,26 +13,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
-
-
-@contextlib.contextmanager
-def _eager_attention(net: Any) -> Iterator[None]:
-    """SDPA kernels do not return attention weights: use the eager path for this block only."""
-    previous = net.config._attn_implementation
-    if previous != "eager":
-        net.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if previous != "eager":
-            net.set_attn_implementation(previous)
+from .families.transformer import eager_attention
 
 
 def has_attention(clf: Any) -> bool:
@@ -60,7 +47,7 @@ def cls_attention(clf: Any, text: str) -> dict[str, Any]:
     model = tm.model
     (ids,) = tm.encode([text])
     inputs = tm.collate([ids])
-    with _eager_attention(model):
+    with eager_attention(model):
         out = model(**inputs, output_attentions=True)
     att = out.attentions[-1][0]  # (heads, T, T) for the single text
     w = att[:, 0, :].mean(0)  # (T,): row of the first token, averaged over heads
@@ -132,7 +119,7 @@ def explain(model: Any, text: str, target: str | None = None) -> dict[str, Any]:
     stack = contextlib.ExitStack()
     net.eval()
     try:
-        stack.enter_context(_eager_attention(net))
+        stack.enter_context(eager_attention(net))
         emb_layer = net.get_input_embeddings()
         captured: dict[str, torch.Tensor] = {}
 

@@ -267,6 +267,7 @@ def _print_compression(rep: dict[str, Any]) -> None:
 
 MaxDrop = Annotated[float, typer.Option("--max-drop", help="Refuse if dev accuracy drops more than this many points.")]
 Threads = Annotated[int, typer.Option("--threads", help="CPU threads while measuring (0 = default); recorded in the report.")]
+Fuse = Annotated[bool, typer.Option("--fuse/--no-fuse", help="Fuse attention, LayerNorm and GELU with onnxruntime's transformer optimizer (BERT-style models).")]
 EvalFile = Annotated[Optional[Path], typer.Option("--eval", help="Labeled dev file the guard measures on (required).")]
 
 
@@ -282,6 +283,7 @@ def export(
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     max_drop: MaxDrop = 1.0,
     threads: Threads = 0,
+    fuse: Fuse = True,
 ) -> None:
     """Export to ONNX (fp32 or --int8) with a parity check and the accuracy/speed guard."""
     from ..compress import export as do_export
@@ -290,7 +292,7 @@ def export(
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt!r} is not supported; use --format onnx.")
     dev = _read_dev(eval_path, text_col, label_col, "export")
-    _print_compression(do_export(model, out_dir, dev, int8=int8, guard=_guard_opts(max_drop, threads)))
+    _print_compression(do_export(model, out_dir, dev, int8=int8, guard=_guard_opts(max_drop, threads), fuse=fuse))
 
 
 @app.command()
@@ -303,12 +305,13 @@ def quantize(
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     max_drop: MaxDrop = 1.0,
     threads: Threads = 0,
+    fuse: Fuse = True,
 ) -> None:
     """int8 dynamic quantization (onnxruntime), guarded by accuracy, speed and parity."""
     from ..compress import quantize as do_quantize
 
     dev = _read_dev(eval_path, text_col, label_col, "quantize")
-    _print_compression(do_quantize(model, out_dir, dev, guard=_guard_opts(max_drop, threads)))
+    _print_compression(do_quantize(model, out_dir, dev, guard=_guard_opts(max_drop, threads), fuse=fuse))
 
 
 @app.command()
@@ -329,6 +332,7 @@ def distill(
     max_len: Annotated[Optional[int], typer.Option("--max-len")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="Student training precision: fp32, bf16 (CPU/GPU) or fp16 (CUDA).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted student run.")] = False,
     max_drop: MaxDrop = 1.0,
     threads: Threads = 0,
@@ -343,7 +347,7 @@ def distill(
     dev = _read_dev(eval_path, text_col, label_col, "distill")
     extra = read_unlabeled(unlabeled, text_col) if unlabeled else None
     params = {k: v for k, v in {"epochs": epochs, "lr": lr, "max_len": max_len, "batch_size": batch_size,
-                                "seed": seed}.items() if v is not None}
+                                "seed": seed, "precision": precision}.items() if v is not None}
     rep = do_distill(teacher, train_data, dev, out_dir, DistillConfig(student, alpha, temperature), unlabeled=extra,
                      params=params, guard=_guard_opts(max_drop, threads), resume=resume, progress=not quiet)
     from .. import distributed

@@ -42,6 +42,20 @@ def quiet_hf():
         if bars:
             hf_logging.enable_progress_bar()
 
+@contextlib.contextmanager
+def eager_attention(net: Any):
+    """Use the eager attention path of a Hugging Face model for this block only: it returns attention
+    weights (SDPA kernels do not), and it is the graph pattern onnxruntime's optimizer fuses."""
+    previous = net.config._attn_implementation
+    if previous != "eager":
+        net.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if previous != "eager":
+            net.set_attn_implementation(previous)
+
+
 BASE_ALIASES = {DEFAULT_BASE, "all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
