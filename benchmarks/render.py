@@ -172,8 +172,11 @@ def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, b
     for name, R in runs.items():
         M = R["models"]
         t = M["teacher fp32 (PyTorch)"]
+        sp_ = R.get("student_params", {})
         lines += [f"### {name} ({R['eval']}, {R['n_eval']} texts; students trained on {R['n_train']} labeled"
-                  + (f" + {R['n_transfer']} unlabeled transfer" if R["n_transfer"] else "") + f" texts; {R['date']})", "",
+                  + (f" + {R['n_transfer']} unlabeled transfer" if R["n_transfer"] else "") + " texts"
+                  + (f", layers:3 student {sp_['epochs']} epochs {sp_.get('precision', 'fp32')}" if sp_ else "")
+                  + f"; {R['date']})", "",
                   "| model | accuracy | macro-F1 | docs/s | x teacher | p50 ms | size MB |", "|---|---:|---:|---:|---:|---:|---:|"]
         for m, r in M.items():
             lines.append(f"| {m} | {100 * r['accuracy']:.2f} | {100 * r['macro_f1']:.2f} | {r['docs_per_s']:.1f} | "
@@ -188,6 +191,16 @@ def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, b
                 lines.append(f"| {k} (**refused**, guard run) | {100 * res['accuracy']:.2f} | {100 * res['macro_f1']:.2f} | "
                              f"{res['docs_per_s']:.1f} | {res['docs_per_s'] / src['docs_per_s']:.2f} | {res['p50_ms']:.1f} | "
                              f"{res['size_mb']:.1f} |")
+        lines.append("")
+        for k, c in R.get("int8_choice", {}).items():
+            how = (f", chosen on {c['calibration_texts']} dev texts where it agreed with fp32 on "
+                   f"{100 * c['agreement']:.2f} % of labels" if c.get("agreement") is not None else "")
+            lines.append(f"{k}: {c['level']} ({c['method']}){how}.")
+        fused = {k: v for k, v in R.get("fusion", {}).items() if v and v.get("fused")}
+        if fused:
+            ops = next(iter(fused.values()))["operators"]
+            lines.append("ONNX graphs fused by onnxruntime's transformer optimizer (" + ", ".join(
+                f"{n} x{c}" for n, c in ops.items()) + " for the teacher).")
         lines.append("")
         lines.append("Guard verdicts: " + "; ".join(
             f"{k}: {'passed' if v['passed'] else ('refused (' + '; '.join(v['reasons']) + ')' if v['passed'] is False else 'n/a')}"
@@ -229,3 +242,20 @@ def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, b
                        n >= 2 if len(sparse_wins) == 3 or n >= 2 else None))
     lines.append("")
     return floors
+
+
+def update_compress(text: str, results: Path) -> str:
+    """Replace the compression section and its floors table in an existing BENCHMARKS.md (the
+    other sections are left as they are; their JSON results need not be present)."""
+    lines: list[str] = []
+    floors = _compress_section(results, lines)
+    section = "\n".join(lines).rstrip() + "\n\n"
+    head = "## Compression: export, int8, distillation (issue #3)"
+    start, end = text.index(head), text.index("## Floors from issue #2")
+    text = text[:start] + section + text[end:]
+    fhead = "## Floors from issue #3 (compression)"
+    table = "\n".join([fhead, "", "| floor | measured | status |", "|---|---|---|"]
+                      + [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in floors]) + "\n"
+    fs = text.index(fhead)
+    fe = text.index("\n\n", text.index("|---|", fs)) + 1
+    return text[:fs] + table + text[fe:]
