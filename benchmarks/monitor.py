@@ -229,14 +229,7 @@ def detect_compare(tune_seeds: list[int], eval_seeds: list[int]) -> None:
     try:
         sparse = TextClassifier("sparse").fit([t for t, _ in train], [lab for _, lab in train])
         m = sparse.evaluate([t for t, _ in pool], [lab for _, lab in pool])
-        cached = RESULTS / "work" / "monitor-minilm"  # gitignored; delete it to retrain
-        if (cached / "niche.json").is_file():
-            minilm = TextClassifier.load(cached)
-            minfo = json.loads((cached / "pool_metrics.json").read_text())
-        else:
-            minilm, minfo = fit_transformer(train, pool, precision="bf16")
-            minilm.save(cached)
-            (cached / "pool_metrics.json").write_text(json.dumps(minfo, indent=2))
+        minilm, minfo, _ = cached_minilm(train, pool)
         infos = {"sparse": {"pool_accuracy": m["accuracy"], "pool_macro_f1": m["macro"]["f1"],
                             "negative_recall": m["per_class"]["negative"]["recall"],
                             "negative_precision": m["per_class"]["negative"]["precision"]},
@@ -268,6 +261,40 @@ def detect_compare(tune_seeds: list[int], eval_seeds: list[int]) -> None:
     for name, r in out["models"].items():
         e = r["eval"][r["chosen_rule"]]
         print(f"{name}: chosen {r['chosen_rule']}: fresh {e['detected']}/{e['replays']}, false alerts {e['false_alerts']}")
+
+
+def cached_minilm(train, pool):
+    """The MiniLM of --detect-compare (results/work/monitor-minilm, gitignored), trained if missing."""
+    from niche import TextClassifier
+
+    cached = RESULTS / "work" / "monitor-minilm"  # delete it to retrain
+    if (cached / "niche.json").is_file():
+        return TextClassifier.load(cached), json.loads((cached / "pool_metrics.json").read_text()), cached
+    minilm, minfo = fit_transformer(train, pool, precision="bf16")
+    minilm.save(cached)
+    (cached / "pool_metrics.json").write_text(json.dumps(minfo, indent=2))
+    return minilm, minfo, cached
+
+
+def throughput_transformer(repeats: int) -> None:
+    """Ingestion vs predict_proba with the fine-tuned MiniLM (4,000 texts), added to results/monitor.json."""
+    from niche.apps.monitor_demo import phrasebank_split
+
+    path = RESULTS / "monitor.json"
+    res = json.loads(path.read_text())
+    train, pool = phrasebank_split()
+    minilm, _, model_dir = cached_minilm(train, pool)
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
+    load0 = os.getloadavg()[0]
+    try:
+        tp = throughput(minilm, model_dir, pool, work, repeats, n=4000, label="transformer")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tp["rerun"] = {"command": "python benchmarks/monitor.py --throughput-transformer", "date": dt.date.today().isoformat(),
+                   "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    res["throughput"]["transformer"] = tp
+    path.write_text(json.dumps(res, indent=2))
+    print(f"transformer ingestion ratio thread {tp['ratio_thread']} / process {tp['ratio_process']}")
 
 
 def rerun_throughput(repeats: int) -> None:
@@ -309,7 +336,12 @@ def main() -> None:
                          "replays (--seeds from --first-seed); added to results/monitor.json")
     ap.add_argument("--tune-first-seed", type=int, default=100)
     ap.add_argument("--tune-seeds", type=int, default=20)
+    ap.add_argument("--throughput-transformer", action="store_true",
+                    help="only the throughput part with the fine-tuned MiniLM, added to results/monitor.json")
     a = ap.parse_args()
+    if a.throughput_transformer:
+        throughput_transformer(a.repeats)
+        return
     if a.detect_compare:
         detect_compare(list(range(a.tune_first_seed, a.tune_first_seed + a.tune_seeds)),
                        list(range(a.first_seed, a.first_seed + a.seeds)))

@@ -82,6 +82,12 @@ def section(results: Path) -> tuple[list[str], list[tuple[str, str, bool | None]
          f"{sp[f'ingest_{best}_median']:.0f} vs {sp['predict_median']:.0f} texts/s (ratio {sp['ratio_best']:.2f}, {best})",
          sp["ratio_best"] >= 1.0),
     ]
+    tt = tp.get("transformer")
+    if tt and "ratio_best" in tt:
+        bt = "process" if tt["ratio_process"] >= tt["ratio_thread"] else "thread"
+        floors.append(("ingestion texts/s >= model predict_proba texts/s (MiniLM, same run)",
+                       f"{tt[f'ingest_{bt}_median']:.0f} vs {tt['predict_median']:.0f} texts/s (ratio {tt['ratio_best']:.2f}, {bt})",
+                       tt["ratio_best"] >= 1.0))
     if DC:
         for mname, M in DC["models"].items():
             E = M["eval"][M["chosen_rule"]]
