@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=["banking77", "sst2", "imdb"])
     ap.add_argument("--redo", action="store_true", help="recompute even if a result exists")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --redo: keep the steps whose result (or refusal) is already on disk, rebuild the "
+                         "--step ones and any missing, then measure all models together again")
+    ap.add_argument("--step", action="append", default=[], metavar="LABEL",
+                    help="with --reuse: rebuild this step (e.g. 'teacher int8'); repeatable")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the compression section of BENCHMARKS.md from results/compress-*.json")
     a = ap.parse_args()
@@ -64,13 +70,13 @@ def main() -> None:
             print(f"[cached] {name}")
             continue
         t0 = time.perf_counter()
-        res = run_dataset(name)
+        res = run_dataset(name, reuse=a.reuse, rebuild=set(a.step), previous=json.loads(out.read_text()) if out.exists() else {})
         res["wall_s"] = time.perf_counter() - t0
         out.write_text(json.dumps(res, indent=2))
         print(f"[done] {name} in {res['wall_s']:.0f} s -> {out}")
 
 
-def run_dataset(name: str) -> dict:
+def run_dataset(name: str, reuse: bool = False, rebuild: set[str] = frozenset(), previous: dict | None = None) -> dict:
     from niche import TextClassifier
     from niche.compress import CompressionRefused, GuardConfig, export, measure
     from niche.distill import DistillConfig, distill
@@ -92,6 +98,18 @@ def run_dataset(name: str) -> dict:
     steps: dict[str, dict] = {}
 
     def step(label: str, out: Path, fn) -> None:
+        done = out / "compression_report.json" if (out / "niche.json").is_file() else \
+            out.with_name(out.name + ".refused") / "compression_report.json"
+        if reuse and label not in rebuild and done.is_file():
+            verdict = json.loads(done.read_text())["verdict"]
+            before = (previous or {}).get("steps", {}).get(label, {})
+            steps[label] = {"seconds": before.get("seconds", 0.0), "passed": verdict["passed"],
+                            "reasons": verdict["reasons"], "dir": str(out), "reused": True}
+            print(f"  {label}: reused ({'passed' if verdict['passed'] else 'refused'})", flush=True)
+            return
+        if reuse:  # rebuilding: an older result or refusal of this step must not be read as this run's
+            shutil.rmtree(out.with_name(out.name + ".refused"), ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         try:
             rep = fn()
@@ -120,7 +138,7 @@ def run_dataset(name: str) -> dict:
         teacher, tr, dev, cdir / "sparse-distilled", DistillConfig("sparse"), unlabeled=transfer,
         params={"seed": core.SEED}, guard=g(100.0), cache_dir=cache, guard_data=te))
     t0 = time.perf_counter()
-    TextClassifier("sparse", seed=core.SEED).fit(tr, eval_data=dev).save(cdir / "sparse-labels")
+    TextClassifier("sparse", seed=core.SEED).fit(tr, eval_data=dev).save(cdir / "sparse-labels")  # 20 s: always refit
     steps["sparse (labels only)"] = {"seconds": time.perf_counter() - t0, "passed": None, "reasons": [],
                                      "dir": str(cdir / "sparse-labels")}
 

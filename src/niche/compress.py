@@ -373,16 +373,21 @@ def _quantize_with_fallback(src: TextClassifier, fp32: Path, dst: Path, calibrat
             "calibration_target": target, "tried": tried}
 
 
-def fuse_bert(path: Path, config: Any) -> dict[str, Any]:
+def fuse_bert(path: Path, config: Any, separate_qkv: bool = False) -> dict[str, Any]:
     """Rewrite a BERT-style ONNX graph with onnxruntime's transformer optimizer: attention blocks,
     residual + LayerNorm, bias + GELU and the embedding block become onnxruntime's fused CPU/GPU
     kernels. Same math (checked by the export's parity test). Returns what was fused; leaves the
-    file untouched, with the reason, when the model is not BERT-style or the optimizer fails."""
+    file untouched, with the reason, when the model is not BERT-style or the optimizer fails.
+
+    ``separate_qkv``: fuse attention into ``MultiHeadAttention`` and keep the query/key/value
+    projections as MatMuls, which int8 then quantizes (the packed ``Attention`` operator, faster in
+    fp32, holds them as one weight that blockwise int8 cannot reach)."""
     import logging
 
     if getattr(config, "model_type", None) != "bert":
         return {"fused": False, "reason": f"model_type {getattr(config, 'model_type', None)!r} is not bert"}
     try:
+        from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
     except ImportError as e:
         return {"fused": False, "reason": f"onnxruntime.transformers unavailable: {e}"}
@@ -391,8 +396,10 @@ def fuse_bert(path: Path, config: Any) -> dict[str, Any]:
     for lg in quiet:
         lg.setLevel(logging.ERROR)
     try:
+        options = FusionOptions("bert")
+        options.use_multi_head_attention = separate_qkv
         opt = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
-                             hidden_size=config.hidden_size, opt_level=0)
+                             hidden_size=config.hidden_size, opt_level=0, optimization_options=options)
         ops = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
         opt.save_model_to_file(str(path))
     except Exception as e:  # the optimizer raises plain exceptions on graphs it does not expect
@@ -455,7 +462,7 @@ def write_onnx(clf: TextClassifier, d: Path, int8: bool = False, opset: int = 17
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                                         "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}})
     tm.model.to(tm.device)
-    fusion = fuse_bert(fp32, model.config) if fuse else {"fused": False, "reason": "not requested"}
+    fusion = fuse_bert(fp32, model.config, separate_qkv=int8) if fuse else {"fused": False, "reason": "not requested"}
     int8_info = None
     if int8:
         int8_info = _quantize_with_fallback(clf, fp32, d / ONNX_FILE, calibration or [], min_agreement)
