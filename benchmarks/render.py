@@ -246,16 +246,41 @@ def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, b
 
 def update_compress(text: str, results: Path) -> str:
     """Replace the compression section and its floors table in an existing BENCHMARKS.md (the
-    other sections are left as they are; their JSON results need not be present)."""
+    other sections are left as they are; their JSON results need not be present). A dataset
+    without a results/compress-NAME.json keeps its old subsection and floor rows, marked with
+    the date they came from."""
+    import re
+
+    ran = {p.stem.split("-", 1)[1] for p in results.glob("compress-*.json")}
     lines: list[str] = []
     floors = _compress_section(results, lines)
-    section = "\n".join(lines).rstrip() + "\n\n"
     head = "## Compression: export, int8, distillation (issue #3)"
     start, end = text.index(head), text.index("## Floors from issue #2")
+    old_blocks = text[start:end].rstrip().split("\n### ")
+    new_blocks = "\n".join(lines).rstrip().split("\n### ")
+    by_name = {b.split()[0]: b for b in new_blocks[1:]}
+    kept = {b.split()[0]: b for b in old_blocks[1:] if b.split()[0] not in ran}
+    order = [b.split()[0] for b in old_blocks[1:]] + [n for n in by_name if n not in kept]
+    blocks = [by_name.get(n) or kept[n] for n in dict.fromkeys(order)]
+    section = new_blocks[0].rstrip() + "".join("\n\n### " + b.rstrip() for b in blocks) + "\n\n"
     text = text[:start] + section + text[end:]
     fhead = "## Floors from issue #3 (compression)"
-    table = "\n".join([fhead, "", "| floor | measured | status |", "|---|---|---|"]
-                      + [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in floors]) + "\n"
     fs = text.index(fhead)
     fe = text.index("\n\n", text.index("|---|", fs)) + 1
+    old_rows = [ln for ln in text[fs:fe].splitlines() if ln.startswith("| ") and not ln.startswith("| floor")]
+    rows = [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in floors]
+    for ln in old_rows:
+        name = ln[2:].split(":", 1)[0]
+        if name in kept:
+            rows.append(ln.replace(" | **", f" (run of an earlier date, see its table) | **", 1))
+    sparse = next((i for i, r in enumerate(rows) if r.startswith("| distilled sparse student")), None)
+    old_sparse = next((ln for ln in old_rows if ln.startswith("| distilled sparse student")), "")
+    if sparse is not None and kept and old_sparse:
+        pairs = dict(re.findall(r"(\w+): ([\d.]+ vs [\d.]+)", rows[sparse]))
+        pairs |= {k: v for k, v in re.findall(r"(\w+): ([\d.]+ vs [\d.]+)", old_sparse) if k in kept}
+        wins = sum(float(v.split(" vs ")[0]) > float(v.split(" vs ")[1]) for v in pairs.values())
+        rows[sparse] = ("| distilled sparse student beats label-trained sparse on >= 2 of IMDB, SST-2, banking77 | "
+                        + "; ".join(f"{k}: {v}" for k, v in pairs.items()) + f" ({', '.join(sorted(kept))} from an "
+                        f"earlier run) | {_floor(wins >= 2 if len(pairs) == 3 else None)} |")
+    table = "\n".join([fhead, "", "| floor | measured | status |", "|---|---|---|"] + rows) + "\n"
     return text[:fs] + table + text[fe:]
