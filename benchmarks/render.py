@@ -204,7 +204,8 @@ def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, b
         lines.append("")
         lines.append("Guard verdicts: " + "; ".join(
             f"{k}: {'passed' if v['passed'] else ('refused (' + '; '.join(v['reasons']) + ')' if v['passed'] is False else 'n/a')}"
-            f" in {v['seconds']:.0f} s" for k, v in R["steps"].items()) + ".")
+            f" in {v['seconds']:.0f} s" + (" (built by an earlier run, re-measured here)" if v.get("reused") else "")
+            for k, v in R["steps"].items()) + ".")
         lines.append("")
         if name in ("banking77", "imdb"):
             best = max((M[k] for k in ("teacher int8 (ONNX)",) if k in M), key=lambda r: r["docs_per_s"], default=None)
