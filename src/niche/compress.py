@@ -295,15 +295,16 @@ DYNAMIC = "onnxruntime dynamic int8: per-channel int8 weights, per-tensor uint8 
 
 
 def _int8_candidates(matmuls: list[str]) -> list[tuple[str, str, Any]]:
-    """(name, method, parameter) in the order they are tried: the fastest first (per-tensor dynamic
-    int8 of every MatMul), then blockwise int8 (weights and activations quantized in blocks of 128,
+    """(name, method, parameter) in the order they are tried, fastest first: per-tensor dynamic int8 of
+    every MatMul, then with the [CLS]-only last layer and head in fp32 (they see one token: almost
+    free), then blockwise int8 (weights and activations quantized in blocks of 128,
     then 32 values along the inner dimension, so one outlier channel costs the precision of its block
     only, not of the whole tensor: measured on IMDB at 256 tokens, 99.7-99.8 % label agreement where
     per-tensor int8 reached 98.7 %), then per-tensor int8 with more and more MatMuls kept fp32."""
     levels = _int8_levels(matmuls)
-    return ([(levels[0][0], "dynamic", levels[0][1])]
+    return ([(name, "dynamic", ex) for name, ex in levels[:2]]
             + [(f"blockwise int8, block {b}", "blockwise", b) for b in (128, 32)]
-            + [(name, "dynamic", ex) for name, ex in levels[1:]])
+            + [(name, "dynamic", ex) for name, ex in levels[2:]])
 
 
 def _quantize_with_fallback(src: TextClassifier, fp32: Path, dst: Path, calibration: list[str],
