@@ -9,8 +9,8 @@ Per dataset, starting from the fp32 teacher that `benchmarks/run.py` fine-tuned
   distilled `layers:3` student (fp32, and its int8), distilled `sparse` student, and the sparse
   model trained on the same labeled texts alone.
 int8 picks its method on the teacher's dev split (calibration), never on the evaluation set: the
-first of per-tensor dynamic int8, blockwise int8 (block 128, then 32), per-tensor int8 with fp32
-fallbacks that agrees with fp32 on 99.75 % of the calibration labels. ONNX graphs are fused by
+first of per-tensor dynamic int8 (all, then fp32 one-token tail), blockwise int8 (block 128, then 32),
+per-tensor int8 with more fp32 fallbacks that agrees with fp32 on 99.75 % of the calibration labels. ONNX graphs are fused by
 onnxruntime's transformer optimizer (attention, LayerNorm, GELU) before quantization. Every step runs through the guard, as the CLI does (--max-drop 0.5 for exports, 1.5 for layers:3;
 the sparse students are compared with the sparse baseline, so their guard uses --max-drop 100).
 Then all models are measured together, interleaved, on the evaluation set (banking77 test,
