@@ -260,11 +260,10 @@ def guarded(source_dir: Path, out: Path, dev: LabeledData, build: Callable[[Path
 # -- ONNX export and int8 ----------------------------------------------------------------------
 
 def _layer_of(name: str) -> int | None:
-    """Encoder layer of a MatMul/Gemm/Attention node (``/layer.N/`` in exported names, ``Attention_N``
-    for the attention blocks onnxruntime's optimizer fused, which it numbers in layer order)."""
+    """Encoder layer of a MatMul/Gemm node (``/layer.N/`` in exported names), None for the tail."""
     import re
 
-    m = re.search(r"/layer\.(\d+)/", name) or re.fullmatch(r"Attention_(\d+)", name)
+    m = re.search(r"/layer\.(\d+)/", name)
     return int(m.group(1)) if m else None
 
 
@@ -322,7 +321,7 @@ def _quantize_with_fallback(src: TextClassifier, fp32: Path, dst: Path, calibrat
     from .families.onnx import OnnxTransformerModel, make_session
 
     graph = onnx.load(str(fp32), load_external_data=False).graph
-    matmuls = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm", "Attention")]
+    matmuls = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]  # int8 graphs keep Q/K/V as MatMuls
     root = logging.getLogger()
 
     def quantize(method: str, arg: Any) -> None:
@@ -455,8 +454,8 @@ def write_onnx(clf: TextClassifier, d: Path, int8: bool = False, opset: int = 17
     fp32 = d / ("model-fp32.onnx" if int8 else ONNX_FILE)
     import warnings
 
-    fuse = fuse and getattr(model.config, "model_type", None) == "bert"
-    with warnings.catch_warnings(), torch.no_grad(), (eager_attention(model) if fuse else contextlib.nullcontext()):
+    eager = fuse and getattr(model.config, "model_type", None) == "bert"  # the pattern fuse_bert recognizes
+    with warnings.catch_warnings(), torch.no_grad(), (eager_attention(model) if eager else contextlib.nullcontext()):
         warnings.simplefilter("ignore")
         torch.onnx.export(Logits(), (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], opset_version=opset, dynamo=False,
