@@ -43,6 +43,9 @@ TRANSFER = {"imdb": 3000}
 # train 1 epoch; one epoch was not enough for a 3-layer student (2026-11-23: -3.33 and -1.70 points),
 # so students get 3 epochs there (best-on-dev epoch kept), with bf16 autocast to fit the time.
 STUDENT = {"imdb": {"epochs": 3, "precision": "bf16"}, "sst2": {"epochs": 3, "precision": "bf16"}}
+# speed rounds of the final table (interleaved, median): this 2-core VM's speed drifts by +-15 % between
+# rounds, so 5 rounds (3 before 2026-12-01)
+ROUNDS = 5
 
 
 def main() -> None:
@@ -152,10 +155,10 @@ def run_dataset(name: str, reuse: bool = False, rebuild: set[str] = frozenset(),
     onnx_info = {k: c.info_["onnx"] for k, (c, _) in loaded.items() if c.info_.get("runtime") == "onnx"}
     int8_choice = {k: {f: o["quantization"].get(f) for f in ("level", "method", "agreement", "calibration_texts")}
                    for k, o in onnx_info.items() if o.get("quantization")}
-    rows, _ = measure(loaded, te, GuardConfig(rounds=3, speed_texts=512, latency_texts=50))
+    rows, _ = measure(loaded, te, GuardConfig(rounds=ROUNDS, speed_texts=512, latency_texts=50))
     return {"dataset": name, "eval": core.DATASETS[name]["test_name"], "n_eval": len(te), "n_train": len(tr),
             "n_dev": len(dev), "n_transfer": len(transfer or []), "steps": steps, "models": rows,
-            "student_params": tf_params, "int8_choice": int8_choice,
+            "student_params": tf_params, "int8_choice": int8_choice, "speed_rounds": ROUNDS,
             "fusion": {k: o.get("fusion") for k, o in onnx_info.items()},
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "date": time.strftime("%Y-%m-%d")}

@@ -91,6 +91,36 @@ def test_int8_without_calibration_is_blockwise_and_close(teacher_dir: Path, tmp_
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95 and np.abs(got - ref).max() < 0.1
 
 
+def test_unpadded_batches_run_the_mask_free_graph(teacher_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from niche.families.onnx import mask_free_graph
+
+    src = TextClassifier.load(teacher_dir)
+    write_onnx(src, tmp_path, int8=True)  # int8 graphs fuse attention as MultiHeadAttention
+    dense = onnx.load_from_string(mask_free_graph(tmp_path / "model.onnx"))
+    mha = [n for n in dense.graph.node if n.op_type == "MultiHeadAttention"]
+    assert mha and all(len(n.input) < 5 or not n.input[4] for n in mha)
+    res = TextClassifier.load(tmp_path)
+    tm = res.model_
+    pool = toy_texts(200, seed=11)[0]
+    lens = [len(x) for x in tm.encode(pool)]
+    common = max(set(lens), key=lens.count)
+    same = [t for t, n in zip(pool, lens) if n == common][:4]  # one token length: no padding
+    assert len(same) == 4
+    masked = tm.session.run(["logits"], {"input_ids": np.array(tm.encode(same)),
+                                         "attention_mask": np.ones((4, len(tm.encode(same)[0])), dtype=np.int64)})[0]
+    got = tm.logits_for_ids(tm.encode(same))
+    assert tm._dense is not None  # the batch without padding ran the mask-free session
+    assert np.abs(got - masked).max() < 1e-2 and (got.argmax(1) == masked.argmax(1)).all()
+    mixed = same + ["good " * 30]  # padded batch: the masked session, same labels as the source
+    assert res.predict(mixed) == src.predict(mixed)
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    write_onnx(src, fp32)  # packed Attention has no mask-free kernel: no twin graph
+    assert mask_free_graph(fp32 / "model.onnx") is None
+
+
 def test_export_ships_with_report_and_parity(teacher_dir: Path, tmp_path: Path) -> None:
     before = tree_hash(teacher_dir)
     out = tmp_path / "onnx"

@@ -80,11 +80,8 @@ def set_threads(clf: TextClassifier, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    session = getattr(clf.model_, "session", None)
-    if session is not None:
-        from .families.onnx import ONNX_FILE, make_session
-
-        clf.model_.session = make_session(Path(clf.model_.src) / ONNX_FILE, threads)
+    if hasattr(clf.model_, "session"):
+        clf.model_.set_threads(threads)
 
 
 def dir_size_mb(path: Path) -> float:
@@ -361,7 +358,7 @@ def _quantize_with_fallback(src: TextClassifier, fp32: Path, dst: Path, calibrat
     tried: list[dict[str, Any]] = []
     for name, method, arg in cands:
         quantize(method, arg)
-        probe = OnnxTransformerModel(tm.cfg, make_session(dst), tm.tokenizer, src.classes_, dst.parent)
+        probe = OnnxTransformerModel(tm.cfg, make_session(dst), tm.tokenizer, src.classes_, dst.parent, path=dst)
         agree = float((probe.logits_for_ids(ids).argmax(1) == ref).mean())
         tried.append({"level": name, **describe(method, arg), "agreement": agree})
         if agree >= target:

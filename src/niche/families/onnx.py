@@ -5,6 +5,10 @@ An ONNX niche directory holds ``model.onnx`` (inputs ``input_ids``/``attention_m
 ``logits``), the Hugging Face ``config.json`` (labels) and tokenizer files, and ``niche.json`` with
 ``"runtime": "onnx"``. ``TextClassifier.load`` picks this class from that field, so prediction,
 evaluation and serving work unchanged. Written by :mod:`niche.compress` (export / quantize).
+
+Batches without padding run a mask-free twin of the graph when it has onnxruntime
+``MultiHeadAttention`` nodes (the int8 exports): onnxruntime's CPU flash-attention kernel only
+runs when no key padding mask is given, and the mask of an unpadded batch changes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def _need_onnxruntime() -> Any:
     return ort
 
 
-def make_session(path: Path, threads: int = 0) -> Any:
+def make_session(path: Path, threads: int = 0, model: bytes | None = None) -> Any:
+    """An onnxruntime session for ``path`` (or for the serialized ``model``, read from ``path``)."""
     ort = _need_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -44,17 +49,36 @@ def make_session(path: Path, threads: int = 0) -> Any:
     so.inter_op_num_threads = 1
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
-        return ort.InferenceSession(str(path), so, providers=providers)
+        return ort.InferenceSession(model if model is not None else str(path), so, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"{path}: onnxruntime cannot load this model ({e}). Re-export it with `niche export`.") from None
+
+
+def mask_free_graph(path: Path) -> bytes | None:
+    """The graph at ``path`` with the key padding mask of every ``MultiHeadAttention`` node removed
+    (serialized), or None when it has none. Same results for inputs without padding."""
+    import onnx
+
+    model = onnx.load(str(path))
+    changed = False
+    for node in model.graph.node:
+        if node.op_type == "MultiHeadAttention" and len(node.input) > 4 and node.input[4]:
+            node.input[4] = ""  # optional input left out: the flash-attention path
+            changed = True
+    return model.SerializeToString() if changed else None
 
 
 class OnnxTransformerModel(TransformerModel):
     """Inference-only twin of :class:`TransformerModel` backed by an onnxruntime session."""
 
-    def __init__(self, cfg: TransformerConfig, session: Any, tokenizer: Any, labels: list[str], src: Path):
+    def __init__(self, cfg: TransformerConfig, session: Any, tokenizer: Any, labels: list[str], src: Path,
+                 threads: int = 0, path: Path | None = None):
         self.cfg = cfg
         self.session = session
+        self.threads = threads
+        self.path = Path(path) if path is not None else Path(src) / ONNX_FILE  # the graph the session runs
+        self._dense: Any = None  # the mask-free session, built at the first batch without padding
+        self._dense_checked = False
         self.tokenizer = tokenizer
         self._labels = labels
         self.src = src
@@ -81,7 +105,21 @@ class OnnxTransformerModel(TransformerModel):
             raise ModelLoadError(f"{d}: config.json is missing or has no id2label ({e}). Re-export the model.") from None
         with quiet_hf():
             tok = AutoTokenizer.from_pretrained(str(d))
-        return cls(cfg, make_session(d / ONNX_FILE, cfg.threads), tok, labels, d)
+        return cls(cfg, make_session(d / ONNX_FILE, cfg.threads), tok, labels, d, cfg.threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Rebuild the session(s) with ``threads`` intra-op threads."""
+        self.threads = threads
+        self.session = make_session(self.path, threads)
+        self._dense, self._dense_checked = None, False
+
+    def _dense_session(self) -> Any:
+        if not self._dense_checked:
+            self._dense_checked = True
+            graph = mask_free_graph(self.path)
+            if graph is not None:
+                self._dense = make_session(self.path, self.threads, model=graph)
+        return self._dense
 
     def save(self, d: Path) -> None:
         for name in KEEP:
@@ -101,7 +139,8 @@ class OnnxTransformerModel(TransformerModel):
             for i, x in enumerate(rows):
                 ids[i, : len(x)] = x
                 mask[i, : len(x)] = 1
-            out[idx] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+            session = (self._dense_session() or self.session) if T == min(len(x) for x in rows) else self.session
+            out[idx] = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
             if progress is not None:
                 progress.update(len(idx))
         return out
