@@ -47,6 +47,10 @@ def make_session(path: Path, threads: int = 0, model: bytes | None = None) -> An
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    # idle worker threads sleep instead of spinning: a spinning onnxruntime thread competes with the
+    # Python thread that tokenizes and pads the next batch, and with any other model in the process
+    # (measured on 2 cores: int8 banking77 ~550 -> ~600-700 docs/s alone, ~430 -> ~650 right after another model)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
         return ort.InferenceSession(model if model is not None else str(path), so, providers=providers)
