@@ -94,7 +94,7 @@ def test_int8_without_calibration_is_blockwise_and_close(teacher_dir: Path, tmp_
 def test_unpadded_batches_run_the_mask_free_graph(teacher_dir: Path, tmp_path: Path) -> None:
     import onnx
 
-    from niche.families.onnx import mask_free_graph
+    from niche.families.onnx import make_session, mask_free_graph
 
     src = TextClassifier.load(teacher_dir)
     write_onnx(src, tmp_path, int8=True)  # int8 graphs fuse attention as MultiHeadAttention
@@ -119,6 +119,11 @@ def test_unpadded_batches_run_the_mask_free_graph(teacher_dir: Path, tmp_path: P
     fp32.mkdir()
     write_onnx(src, fp32)  # packed Attention has no mask-free kernel: no twin graph
     assert mask_free_graph(fp32 / "model.onnx") is None
+    tm.spin = "always"  # onnxruntime's own default, rebuilt on request; same results
+    tm.set_threads(1)
+    assert tm._dense is None and np.abs(tm.logits_for_ids(tm.encode(same)) - got).max() < 1e-2
+    with pytest.raises(ValueError, match="spin must be one of"):
+        make_session(tmp_path / "model.onnx", spin="sometimes")
 
 
 def test_export_ships_with_report_and_parity(teacher_dir: Path, tmp_path: Path) -> None:

@@ -39,18 +39,28 @@ def _need_onnxruntime() -> Any:
     return ort
 
 
-def make_session(path: Path, threads: int = 0, model: bytes | None = None) -> Any:
-    """An onnxruntime session for ``path`` (or for the serialized ``model``, read from ``path``)."""
+SPIN = ("run", "always", "never")
+
+
+def make_session(path: Path, threads: int = 0, model: bytes | None = None, spin: str = "run") -> Any:
+    """An onnxruntime session for ``path`` (or for the serialized ``model``, read from ``path``).
+
+    ``spin``: how idle intra-op threads wait. ``"run"`` (niche's default): they busy-wait between the
+    operators of one run and sleep once it returns; ``"always"`` is onnxruntime's default (they keep
+    spinning after a run, competing on a small CPU with the Python thread that prepares the next batch
+    and with any other model's session); ``"never"``: they always sleep. Measured by
+    ``benchmarks/onnx_runtime.py``."""
+    if spin not in SPIN:
+        raise ValueError(f"spin must be one of {SPIN}, got {spin!r}")
     ort = _need_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    # idle worker threads sleep instead of spinning: a spinning onnxruntime thread competes with the
-    # Python thread that tokenizes and pads the next batch, and with any other model in the process
-    # (measured on 2 cores: int8 banking77 ~550 -> ~600-700 docs/s alone, ~430 -> ~650 right after another model)
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "never" else "1")
+    if spin == "run":
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
         return ort.InferenceSession(model if model is not None else str(path), so, providers=providers)
@@ -81,6 +91,8 @@ class OnnxTransformerModel(TransformerModel):
         self.session = session
         self.threads = threads
         self.path = Path(path) if path is not None else Path(src) / ONNX_FILE  # the graph the session runs
+        self.mask_free = True  # run batches without padding on the mask-free twin graph (if there is one)
+        self.spin = "run"  # how idle onnxruntime threads wait, see make_session (applied by set_threads)
         self._dense: Any = None  # the mask-free session, built at the first batch without padding
         self._dense_checked = False
         self.tokenizer = tokenizer
@@ -112,9 +124,9 @@ class OnnxTransformerModel(TransformerModel):
         return cls(cfg, make_session(d / ONNX_FILE, cfg.threads), tok, labels, d, cfg.threads)
 
     def set_threads(self, threads: int) -> None:
-        """Rebuild the session(s) with ``threads`` intra-op threads."""
+        """Rebuild the session(s) with ``threads`` intra-op threads (and the current ``spin``)."""
         self.threads = threads
-        self.session = make_session(self.path, threads)
+        self.session = make_session(self.path, threads, spin=self.spin)
         self._dense, self._dense_checked = None, False
 
     def _dense_session(self) -> Any:
@@ -122,7 +134,7 @@ class OnnxTransformerModel(TransformerModel):
             self._dense_checked = True
             graph = mask_free_graph(self.path)
             if graph is not None:
-                self._dense = make_session(self.path, self.threads, model=graph)
+                self._dense = make_session(self.path, self.threads, model=graph, spin=self.spin)
         return self._dense
 
     def save(self, d: Path) -> None:
@@ -143,7 +155,8 @@ class OnnxTransformerModel(TransformerModel):
             for i, x in enumerate(rows):
                 ids[i, : len(x)] = x
                 mask[i, : len(x)] = 1
-            session = (self._dense_session() or self.session) if T == min(len(x) for x in rows) else self.session
+            unpadded = self.mask_free and T == min(len(x) for x in rows)
+            session = (self._dense_session() or self.session) if unpadded else self.session
             out[idx] = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
             if progress is not None:
                 progress.update(len(idx))
