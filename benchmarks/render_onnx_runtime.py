@@ -30,4 +30,6 @@ def section(results: Path) -> tuple[list[str], list]:
             lines.append(f"| {name} ({d['rounds']} rounds) | {scenario} | {m['niche']:.1f} | {m['spinning']:.1f} | "
                          f"{m['sleeping']:.1f} | {m['masked']:.1f} | {m['niche'] / m['spinning']:.2f} | "
                          f"{m['niche'] / m['sleeping']:.2f} | {m['niche'] / m['masked']:.2f} | {u[0]} of {u[1]} |")
+    lines += ["", "Ratios above 1 favour niche's settings. Single rounds (results/onnx_runtime.json) vary by up to "
+              "+-20 % on this VM, so a ratio within about 0.9-1.1 is no measured difference."]
     return lines + [""], []
