@@ -238,6 +238,19 @@ def test_resume_after_failure_mid_batch(tmp_path: Path, model: TextClassifier, d
     assert db_alerts(db_url) == db_alerts(f"sqlite:///{ref}") and len(db_alerts(db_url)) == 1
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def test_resume_after_sigkill(tmp_path: Path, model_dir: Path):
     """A real `niche monitor run` process killed with SIGKILL mid-feed, then rerun."""
     rng = random.Random(5)
@@ -258,9 +271,15 @@ def test_resume_after_sigkill(tmp_path: Path, model_dir: Path):
         except sqlite3.Error:
             continue
         if stored >= 500:
+            children = _children(proc.pid)  # the prediction worker process
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(30)
+    if stored >= 500 and Path("/proc").is_dir():  # the worker does not outlive its killed parent
+        deadline = time.time() + 30
+        while time.time() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+            time.sleep(0.1)
+        assert children and not [c for c in children if Path(f"/proc/{c}").exists()]
     if not 0 < stored < n:
         pytest.skip(f"the run finished before it could be killed ({stored} rows seen)")
     with sqlite3.connect(db) as c:

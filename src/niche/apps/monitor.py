@@ -115,8 +115,28 @@ class RunSummary:
 _WORKER_MODEL: TextClassifier | None = None
 
 
+def _exit_with_parent() -> None:
+    """Exit this worker process when the process that started it is gone, even if it was killed
+    with SIGKILL (a spawned pool worker holds both ends of its task pipe, so it never sees EOF and
+    would otherwise wait forever)."""
+    import os
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="niche-monitor-parent-watch", daemon=True).start()
+
+
 def _load_worker(model_dir: str) -> None:
     global _WORKER_MODEL
+    _exit_with_parent()
     _WORKER_MODEL = TextClassifier.load(model_dir)
 
 
