@@ -2,7 +2,7 @@
 
     python benchmarks/onnx_runtime.py            # banking77 and IMDB; needs benchmarks/compress.py's models
 
-For the int8 teacher that `benchmarks/compress.py` built (results/work/compress/NAME/int8), three
+For the int8 teacher that `benchmarks/compress.py` built (results/work/compress/NAME/int8), four
 ways to run the same graph, measured in the same run on the first 512 evaluation texts at batch 32
 (tokenization included, as `predict_proba` runs it), rounds interleaved, median docs/s:
   niche       idle onnxruntime threads busy-wait during a run and sleep after it (spin="run"), unpadded
