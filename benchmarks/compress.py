@@ -82,7 +82,7 @@ def main() -> None:
 def run_dataset(name: str, reuse: bool = False, rebuild: set[str] = frozenset(), previous: dict | None = None) -> dict:
     from niche import TextClassifier
     from niche.compress import CompressionRefused, GuardConfig, export, measure
-    from niche.distill import DistillConfig, distill
+    from niche.compress import DistillConfig, distill
 
     work = RESULTS / "work"
     teacher = work / f"{name}-transformer"

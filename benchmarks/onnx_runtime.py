@@ -76,7 +76,7 @@ def run_dataset(name: str, rounds: int) -> dict:
 
 
 def _unpadded(clf, texts: list[str]) -> list[int]:
-    from niche.families.transformer import plan_batches
+    from niche.encoders import plan_batches
 
     enc = clf.model_.encode(texts)
     plan = plan_batches([len(x) for x in enc], 32, clf.model_.call_overhead_tokens)

@@ -114,7 +114,7 @@ def stage_evaluate(a: argparse.Namespace) -> None:
 
     from niche import TextClassifier, read_labeled
     from niche.data import LabeledData
-    from niche.fillmask import FillMask, masked_probes, topk_accuracy
+    from niche.pretrain import FillMask, masked_probes, topk_accuracy
 
     zh = Path(a.zh) if a.zh else WORK / "zh-bert"
     if not (zh / "model.safetensors").is_file():
@@ -175,7 +175,7 @@ def stage_evaluate(a: argparse.Namespace) -> None:
         return WORK / ("models-smoke" if a.smoke else "models") / task / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
     def run_ensemble(task: str, members: list[str], dev: LabeledData, test: LabeledData) -> None:
-        from niche.ensemble import build_ensemble
+        from niche import build_ensemble
 
         name = "ensemble: " + " + ".join(members) + " (niche ensemble, weights on dev)"
         key = f"{task}/{name}"

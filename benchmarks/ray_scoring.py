@@ -44,7 +44,7 @@ def run_engines(model_dir: Path, inp: Path, work: Path, name: str) -> dict:
 
     from niche import TextClassifier
     from niche.predict import predict_file
-    from niche.predict_ray import predict_file_ray
+    from niche.predict import predict_file_ray
 
     out: dict = {}
     t0 = time.perf_counter()

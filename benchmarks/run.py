@@ -168,7 +168,7 @@ def run_hf_trainer(name: str, work: Path) -> dict:
                               TrainingArguments, get_linear_schedule_with_warmup, pipeline)
 
     from niche.config import TransformerConfig
-    from niche.families.transformer import resolve_base
+    from niche.encoders import resolve_base
 
     full, tr, dev, te = _splits(name)
     hp = TransformerConfig(**DATASETS[name]["tf"])

@@ -213,7 +213,7 @@ def test_cls_only_inference_matches_stock_forward(fitted: dict[str, TextClassifi
 
 
 def test_batch_plan_covers_every_input_once_and_pads_less(fitted: dict[str, TextClassifier]) -> None:
-    from niche.families.transformer import plan_batches
+    from niche.encoders import plan_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.permutation(np.r_[rng.integers(4, 20, 290), rng.integers(100, 120, 10)]).tolist()  # a few long

@@ -12,7 +12,7 @@ import pytest
 from niche import TextClassifier
 from niche.compress import CompressionRefused, GuardConfig, export, guarded, judge, write_onnx
 from niche.data import LabeledData
-from niche.distill import DistillConfig, distill, layer_spread, parse_student
+from niche.compress import DistillConfig, distill, layer_spread, parse_student
 from niche.errors import ConfigError
 
 from .conftest import TINY, toy_texts
@@ -175,12 +175,12 @@ def test_judge_refuses_slower_and_disagreeing_results() -> None:
 
 
 def test_int8_fallback_levels_grow_from_all_int8() -> None:
-    from niche.compress import _int8_levels
+    from niche.compress.int8 import int8_levels
 
     names = ["/bert/encoder/layer.0/attention/self/query/MatMul", "/bert/encoder/layer.0/output/dense/MatMul",
              "/bert/encoder/layer.0/attention/output/dense/MatMul", "/bert/encoder/layer.1/output/dense/MatMul",
              "/query/MatMul", "/classifier/Gemm"]
-    levels = _int8_levels(names)
+    levels = int8_levels(names)
     assert levels[0] == ("all MatMuls int8", [])
     assert levels[1][1] == ["/classifier/Gemm", "/query/MatMul"]
     assert set(levels[2][1]) == set(levels[1][1]) | {names[1], names[3]}  # FFN outputs, not attention outputs
@@ -232,7 +232,7 @@ def test_cli_distill_and_quantize(teacher_dir: Path, tmp_path: Path, toy_csv) ->
     """Through the CLI. The guard's speed criterion is live here, so either outcome of it is
     accepted, but each must be complete: shipped with its report, or refused with the reason and
     nothing written."""
-    from .test_cli import niche
+    from .cli.test_cli import niche
 
     train, dev = toy_csv
     texts = tmp_path / "unlabeled.txt"

@@ -159,7 +159,7 @@ def test_distill_under_torchrun_trains_on_both_ranks_and_rank0_writes(data, nodr
 import os
 from niche import read_labeled
 from niche.compress import GuardConfig
-from niche.distill import DistillConfig, distill
+from niche.compress import DistillConfig, distill
 params = dict(epochs=2, batch_size=16, lr=2e-3, warmup_ratio=0.0, patience=0, device="cpu", threads=1, seed=0)
 rep = distill({str(single)!r}, read_labeled({str(data[0])!r}), read_labeled({str(data[1])!r}), {str(out)!r},
               DistillConfig("layers:1"), params=params,

@@ -25,7 +25,7 @@ except ImportError:
     pytest.skip("Ray is not installed (pip install 'niche[ray]'); the Ray engine cannot be tested",
                 allow_module_level=True)
 
-from niche.predict_ray import predict_file_ray  # noqa: E402
+from niche.predict import predict_file_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

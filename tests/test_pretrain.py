@@ -125,7 +125,7 @@ def test_scratch_pretraining_learns_and_fine_tunes(tmp_path: Path) -> None:
     m = AutoModelForMaskedLM.from_pretrained(str(out))
     assert m.cls.predictions.decoder.weight.data_ptr() == m.bert.embeddings.word_embeddings.weight.data_ptr()
 
-    from niche.fillmask import FillMask
+    from niche.pretrain import FillMask
 
     fm = FillMask(out)
     res = fm("这家酒店的服[MASK]很好", top_k=5)
@@ -148,7 +148,7 @@ def test_pretraining_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cfg = dict(SMALL, max_steps=24, epochs=5, dev_texts=0)
     pretrain([corpus], tmp_path / "full", PretrainConfig(**cfg), progress=False)
 
-    import niche.training as training
+    import niche.train.checkpoint as training
 
     real = training.save_checkpoint
     calls = {"n": 0}
@@ -193,7 +193,7 @@ def test_continued_pretraining_creates_head_and_extends_vocab(tmp_path: Path, ti
     tok = AutoTokenizer.from_pretrained(str(out))
     assert tok.tokenize("good zorblax") == ["good", "zorblax"]
     assert tok.tokenize("zorblaxes")[0] != "zorblax", "added words match whole words only"
-    from niche.fillmask import FillMask
+    from niche.pretrain import FillMask
 
     assert len(FillMask(out)("the movie was [MASK]", top_k=3)[0]) == 3
     with pytest.raises(ModelLoadError, match="no masked-LM head"):
@@ -307,7 +307,7 @@ def test_scratch_static_vectors_and_cli(tmp_path: Path) -> None:
 # -- ensembles ------------------------------------------------------------------------------------
 
 def test_ensemble_weights_save_load_and_cli(tmp_path: Path, tiny_bert: Path) -> None:
-    from niche.ensemble import build_ensemble
+    from niche import build_ensemble
 
     texts, labels = toy_texts(160, seed=1)
     dev_t, dev_y = toy_texts(60, seed=2)

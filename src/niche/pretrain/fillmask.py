@@ -1,7 +1,7 @@
 """Fill-mask with a masked-LM directory (e.g. one written by ``niche pretrain``).
 
 Example:
-    >>> from niche.fillmask import FillMask
+    >>> from niche.pretrain import FillMask
     >>> fm = FillMask("runs/zh-bert")                                  # doctest: +SKIP
     >>> fm("我爱北京[MASK]安门", top_k=3)[0][0]["token"]                 # doctest: +SKIP
     '天'
@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError, ModelLoadError
+from ..errors import DataError, ModelLoadError
 
 
 class FillMask:
     """A masked LM and its tokenizer, loaded once (safetensors only, local dirs or hub names)."""
 
     def __init__(self, model: str | Path, device: str = "auto"):
-        from .families.transformer import pick_device
-        from .pretrain import load_masked_lm
+        from ..encoders import pick_device
+        from .loop import load_masked_lm
 
         p = Path(model)
         if p.exists() and not (p / "model.safetensors").is_file():

@@ -11,7 +11,7 @@ the teacher's soft labels only. Students:
 
 The teacher's logits over the training + transfer texts are computed once and cached (safetensors)
 under ``OUT.distill-cache/``, keyed by teacher weights, texts and max length. The result goes
-through the guard of :mod:`niche.compress` like every compress command.
+through the guard of :mod:`niche.compress.guard` like every compress command.
 """
 
 from __future__ import annotations
@@ -19,59 +19,27 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import distributed
-from .classifier import META, TextClassifier
-from .compress import GuardConfig, guarded
-from .config import config_to_dict, make_config
-from .data import LabeledData, check_known_labels, check_trainable
-from .errors import ConfigError
+from ..train import distributed
+from ..classifier import TextClassifier
+from ..config import DistillConfig, GuardConfig, config_to_dict, parse_student
+from ..data import LabeledData, check_known_labels, check_trainable
+from ..errors import ConfigError
+from ..families import FitTask, make_config, save_model
+from ..families.sparse import SparseModel
+from ..families.transformer import TransformerModel, train_encoded
+from ..train import Distillation, class_weights, fingerprint
+from .guard import guarded
 
 CACHE_SUFFIX = ".distill-cache"
-
-
-@dataclass
-class DistillConfig:
-    student: str = "layers:3"
-    """``layers:K``, ``sparse``, or a base model (name or local directory)."""
-    alpha: float = 0.5
-    """Weight of the distillation (KL) term; 1 - alpha goes to cross-entropy on the labels."""
-    temperature: float = 2.0
-    """Softmax temperature for teacher and student in the KL term."""
-
-    def validate(self) -> None:
-        if not 0 <= self.alpha <= 1:
-            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}.")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        parse_student(self.student)
-
-
-def parse_student(spec: str) -> tuple[str, Any]:
-    spec = spec.strip()
-    m = re.fullmatch(r"layers:(\d+)", spec)
-    if m:
-        k = int(m.group(1))
-        if k < 1:
-            raise ConfigError(f"--student {spec}: K must be >= 1 (e.g. layers:3).")
-        return "layers", k
-    if spec.startswith("layers"):
-        raise ConfigError(f"--student {spec!r}: write layers:K with a number of layers, e.g. layers:3.")
-    if spec == "sparse":
-        return "sparse", None
-    if not spec:
-        raise ConfigError("--student is empty; use layers:K, sparse, or a base model name/directory.")
-    return "base", spec
 
 
 def layer_spread(n_teacher: int, k: int) -> list[int]:
@@ -87,7 +55,6 @@ def layer_student(teacher: TextClassifier, k: int, cfg: Any) -> Any:
     """A K-layer copy of a transformer teacher (a fresh :class:`TransformerModel`)."""
     from transformers import AutoModelForSequenceClassification
 
-    from .families.transformer import TransformerModel
 
     tm = teacher.model_
     tconf = tm.model.config
@@ -165,9 +132,6 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
     Returns:
         the compression report (also written to ``out/compression_report.json``).
     """
-    from .families.transformer import TransformerModel
-    from .training import fingerprint, train_transformer
-
     cfg = cfg or DistillConfig()
     cfg.validate()
     kind, arg = parse_student(cfg.student)
@@ -192,18 +156,19 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
 
     def build(d: Path) -> None:
         t1 = time.perf_counter()
+        y_dev = np.array([index[v] for v in dev.labels])
+        task = FitTask(train=train, dev=dev, labels=labels, y_train=y, y_dev=y_dev, data_sha256=train.sha256(),
+                       checkpoint_dir=checkpoint_dir or out.with_name(out.name + ".checkpoints"), resume=resume,
+                       progress=progress)
         if kind == "sparse":
-            from .families.sparse import SparseModel
-
-            scfg = make_config("sparse", **{k: v for k, v in params.items() if k == "seed"})
+            student_cfg = make_config("sparse", **{k: v for k, v in params.items() if k == "seed"})
             target = _softmax(logits, cfg.temperature)
             labeled = y >= 0
             onehot = np.eye(len(labels))[y[labeled]]
             target[labeled] = (1 - cfg.alpha) * onehot + cfg.alpha * target[labeled]
-            clf = TextClassifier("sparse")
-            clf.model_ = SparseModel(scfg).fit(texts, np.where(y >= 0, y, 0), len(labels), progress=progress, soft=target)
-            extra = {"analyzers": clf.model_.kinds_}
-            student_cfg = scfg
+            model = SparseModel(student_cfg).fit(texts, np.where(y >= 0, y, 0), len(labels), progress=progress,
+                                                 soft=target)
+            facts: dict[str, Any] = {"analyzers": model.kinds_}
         else:
             if teacher.family != "transformer" and kind == "layers":
                 raise ConfigError("--student layers:K needs a transformer teacher; use --student sparse or a base model.")
@@ -218,24 +183,17 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
             else:
                 student_cfg = make_config("transformer", **settings | {"base": arg})
                 tm = TransformerModel.from_base(student_cfg, labels)
-            ids = tm.encode(texts)
-            dev_ids = tm.encode(dev.texts)
-            y_dev = np.array([index[v] for v in dev.labels])
             fp = fingerprint(train.sha256(), dev.sha256(), labels, config_to_dict(student_cfg), distill_info["teacher"],
                              cfg.student, cfg.alpha, cfg.temperature, len(unlabeled), float(logits.sum()))
-            ckpt = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".checkpoints")
-            state = train_transformer(tm, ids, y, dev_ids, y_dev, student_cfg, ckpt, fp, resume=resume,
-                                      progress=progress, soft=logits, alpha=cfg.alpha, temperature=cfg.temperature)
-            shutil.rmtree(ckpt, ignore_errors=True)
-            clf = TextClassifier("transformer", **config_to_dict(student_cfg))
-            clf.model_ = tm
-            extra = {"steps": state.global_step, "best_step": state.best_step, "evals": state.evals,
-                     "loss_curve": state.losses, "device": str(tm.device)}
-        clf._finish(student_cfg, labels, str(train.source), train.sha256(), len(train), dev, str(dev.source), train.skipped,
-                    time.perf_counter() - t1, extra | {"distillation": distill_info})
-        clf.model_.save(d)
-        (d / META).write_text(json.dumps(clf.info_, indent=2, ensure_ascii=False), encoding="utf-8")
-        (d / "README.md").write_text(clf._model_card(out.name), encoding="utf-8")
+            weight = class_weights(y, len(labels)) if student_cfg.class_weights else None
+            loss = Distillation(y, logits, cfg.alpha, cfg.temperature, weight)
+            model, facts = train_encoded(tm, student_cfg, task, loss=loss, fp=fp, train_texts=texts)
+            shutil.rmtree(task.checkpoint_dir, ignore_errors=True)
+        student = TextClassifier.from_model(kind if kind == "sparse" else "transformer", model, labels, student_cfg)
+        training = {"data": str(train.source), "data_sha256": train.sha256(), "rows": len(train), "dev": str(dev.source),
+                    "dev_rows": len(dev), "skipped_empty": train.skipped, "seconds": round(time.perf_counter() - t1, 2)}
+        student.describe(training | facts | {"distillation": distill_info}, dev)
+        save_model(d, student.model_, student.info_, out.name)
 
     if distributed.env_world() > 1 and int(os.environ.get("RANK", "0") or 0) != 0:
         # under torchrun: the other ranks train the transformer student alongside rank 0 (DDP);
@@ -251,7 +209,7 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
 def read_unlabeled(path: str | Path, text_col: str = "text") -> list[str]:
     """Transfer texts: one per line (.txt, stripped), or the ``text_col`` column of a CSV/TSV/JSONL/Parquet
     file; empty texts are dropped."""
-    from .data import read_texts
+    from ..data import read_texts
 
     is_txt = Path(path).suffix.lower() in (".txt", ".text", "")
     return [t.strip() if is_txt else t for t in read_texts(path, text_col) if t.strip()]

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .classifier import TextClassifier
-from .data import detect_format, iter_rows
-from .errors import DataError, ResumeError
+from ..classifier import TextClassifier
+from ..data import detect_format, iter_rows
+from ..errors import DataError, ResumeError
 
 OUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -37,7 +37,7 @@ def _job_id(input_path: Path, model_dir: str, text_col: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _chunks(path: Path, text_col: str, chunk_rows: int, skip: int) -> Iterator[tuple[list[dict[str, Any]], list[str], list[str]]]:
+def chunks(path: Path, text_col: str, chunk_rows: int, skip: int) -> Iterator[tuple[list[dict[str, Any]], list[str], list[str]]]:
     rows: list[dict[str, Any]] = []
     texts: list[str] = []
     header: list[str] = []
@@ -149,7 +149,7 @@ def predict_file(
         os.replace(tmp, prog)
 
     with out.open("ab") as f:
-        for rows, texts, header in _chunks(inp, text_col, chunk_rows, done):
+        for rows, texts, header in chunks(inp, text_col, chunk_rows, done):
             proba = clf.predict_proba(texts, batch_size=batch_size)
             f.write(format_chunk(fmt, rows, proba, labels, header, write_header))
             write_header = False

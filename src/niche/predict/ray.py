@@ -25,7 +25,7 @@ driver receives it, so a retry cannot duplicate rows. An interrupted *driver* le
 output: rerun the command (there is no row-level resume, unlike the local engine).
 
 Example:
-    >>> from niche.predict_ray import predict_file_ray
+    >>> from niche.predict import predict_file_ray
     >>> predict_file_ray("runs/sparse", "big.csv", "big.scored.csv", num_workers=2)   # doctest: +SKIP
     {'rows': 20000, 'cluster': 'local Ray cluster (2 CPUs)', ...}
 """
@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .data import detect_format, iter_rows
-from .errors import ConfigError, DataError, NicheError, ResumeError
-from .predict import _chunks, format_chunk
+from ..data import detect_format, iter_rows
+from ..errors import ConfigError, DataError, NicheError, ResumeError
+from .files import chunks, format_chunk
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _make_source(path: Path, text_col: str, chunk_rows: int) -> Any:
 
             schema = pq.read_schema(path).remove_metadata()
         first = 0
-        for k, (rows, texts, header) in enumerate(_chunks(path, text_col, chunk_rows, 0)):
+        for k, (rows, texts, header) in enumerate(chunks(path, text_col, chunk_rows, 0)):
             yield pa.table({"chunk": [k], "first_row": [first], "n": [len(rows)],
                             "payload": pa.array([_encode_chunk(rows, texts, header, schema)], pa.large_binary())})
             first += len(rows)
@@ -147,7 +147,7 @@ class ChunkScorer:
         import ray
         import torch
 
-        from .classifier import TextClassifier
+        from ..classifier import TextClassifier
 
         torch.set_num_threads(threads)
 
@@ -331,7 +331,7 @@ def predict_file_ray(
     """
     from tqdm.auto import tqdm
 
-    from .classifier import TextClassifier
+    from ..classifier import TextClassifier
 
     t_start = time.perf_counter()
     inp, out, model_dir = Path(input_path), Path(output_path), Path(model_dir)

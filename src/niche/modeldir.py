@@ -1,0 +1,197 @@
+"""Model directories: the ``niche.json`` metadata, atomic writes, and the model card.
+
+A niche model directory is a Hugging Face style directory (weights as safetensors, tokenizer and
+``config.json`` where the family has them) plus ``niche.json`` (:class:`ModelInfo`) and a
+``README.md`` model card. Directories are built in a temporary sibling and renamed into place
+(:func:`write_dir_atomically`), so a crash leaves the previous version or the new one, never half of
+one. Every writer of ``niche.json`` goes through :func:`write_info`.
+
+Example:
+    >>> info = ModelInfo(family="sparse", labels=["neg", "pos"], config={}, training={"rows": 4})
+    >>> info.to_dict()["format_version"]
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ModelLoadError
+
+META = "niche.json"
+CARD = "README.md"
+FORMAT_VERSION = 1
+"""Version of the ``niche.json`` layout; a directory written by a newer niche is refused with a hint."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a model's numbers, recorded in every ``niche.json``."""
+    import numpy as np
+    import sklearn
+
+    out = {"niche": __version__, "python": platform.python_version()}
+    try:  # the sparse family runs without torch/transformers installed
+        import torch
+        import transformers
+
+        out |= {"torch": torch.__version__, "transformers": transformers.__version__}
+    except ImportError:
+        pass
+    return out | {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+
+def write_dir_atomically(out: str | Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory in a temp sibling with ``fill(tmp)``, then rename it into place.
+
+    A crash at any point leaves either the previous ``out`` or the new one, never a half-written one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp)
+        move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Rename a finished directory ``tmp`` to ``out`` (a sibling), replacing any previous ``out``."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+@dataclass
+class ModelInfo:
+    """What ``niche.json`` says about a classifier directory.
+
+    Family-specific facts (``runtime``, ``precision``, ``onnx``, ``members``, ``compression``, ...)
+    live in ``extra`` and are written as top-level keys beside the common ones.
+    """
+
+    family: str
+    """Registry name of the model family (:mod:`niche.families`)."""
+    labels: list[str]
+    """Labels in model order (the columns of ``predict_proba``)."""
+    config: dict[str, Any]
+    """The family config the model was trained with (``dataclasses.asdict``)."""
+    training: dict[str, Any]
+    """Data source, sha256, rows, dev split, seconds, and what the family reports about training."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Metrics per split, at least ``dev``."""
+    base: str | None = None
+    max_len: int | None = None
+    truncation: str | None = None
+    versions: dict[str, str] = field(default_factory=library_versions)
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        order = ["format_version", "family", "base", "max_len", "truncation", "labels", "config", "training",
+                 "metrics", "versions"]
+        return {k: d[k] for k in order} | dict(self.extra)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = META) -> "ModelInfo":
+        """Validate a parsed ``niche.json``; raises :class:`ModelLoadError` saying what is wrong."""
+        if not isinstance(d, Mapping):
+            raise ModelLoadError(f"{where}: expected a JSON object, found {type(d).__name__}. Retrain or restore it.")
+        version = d.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelLoadError(f"{where}: format_version {version!r} is newer than this niche understands "
+                                 f"({FORMAT_VERSION}); upgrade niche (pip install -U niche) to load it.")
+        for key, typ in (("family", str), ("labels", list)):
+            if not isinstance(d.get(key), typ):
+                raise ModelLoadError(f"{where}: '{key}' is missing or not a {typ.__name__} "
+                                     f"(found {d.get(key)!r:.60}); the file is damaged. Retrain or restore it.")
+        if not all(isinstance(v, str) for v in d["labels"]):
+            raise ModelLoadError(f"{where}: 'labels' must be a list of strings; the file is damaged.")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kw = {k: d[k] for k in known if k in d}
+        kw.setdefault("config", {})
+        kw.setdefault("training", {})
+        return cls(**kw, extra={k: v for k, v in d.items() if k not in known})
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented UTF-8 JSON (non-ASCII kept readable)."""
+    Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def write_info(d: str | Path, info: ModelInfo | Mapping[str, Any]) -> None:
+    """Write ``niche.json`` into the (temporary) directory ``d``; a dict is validated as a
+    :class:`ModelInfo` first unless it describes another kind of directory (``kind`` key)."""
+    if isinstance(info, ModelInfo):
+        payload: Mapping[str, Any] = info.to_dict()
+    elif "kind" in info:  # e.g. a recommender: its own schema, same file name
+        payload = info
+    else:
+        payload = ModelInfo.from_dict(info).to_dict()
+    write_json(Path(d) / META, payload)
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """The parsed ``niche.json`` of the directory ``path``, with an error that says the fix."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: model directory not found. Train one with `niche train --out {path}`.")
+    meta = path / META
+    if not meta.is_file():
+        hint = (" It looks like a plain Hugging Face model; fine-tune it with `niche train --base "
+                f"{path}`." if (path / "config.json").exists() else "")
+        raise ModelLoadError(f"{path}: no {META}; this is not a niche model directory.{hint}")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{meta}: corrupt JSON ({e}). Retrain or restore the directory.") from None
+
+
+def metrics_lines(info: Mapping[str, Any]) -> list[str]:
+    from .evaluation import metrics_table
+
+    lines: list[str] = []
+    for split, m in info.get("metrics", {}).items():
+        lines += [f"## Evaluation ({split})", "", metrics_table(m)]
+    return lines
+
+
+def model_card(name: str, info: Mapping[str, Any], facts: list[str], usage: list[str] = ()) -> str:
+    """The ``README.md`` of a classifier directory.
+
+    Args:
+        facts: family-specific bullet lines (what the base is), from the family's ``card_facts``.
+        usage: extra lines after the niche usage snippet (e.g. how to load with plain transformers).
+    """
+    tr = info["training"]
+    lines = [
+        f"# {name}", "",
+        f"A **{info['family']}** text classifier trained with [niche](https://example.invalid/niche) "
+        f"on `{Path(tr['data']).name}` ({tr['rows']} rows; dev: {tr['dev']}, {tr['dev_rows']} rows).", "",
+        *facts,
+        f"- labels ({len(info['labels'])}): " + ", ".join(f"`{lab}`" for lab in info["labels"][:30])
+        + (" ..." if len(info["labels"]) > 30 else ""),
+    ]
+    if info.get("max_len"):
+        lines.append(f"- max_len {info['max_len']}, long-text policy `{info['truncation']}`")
+    lines += [f"- training data sha256 `{tr['data_sha256']}`; trained in {tr['seconds']} s", "", *metrics_lines(info)]
+    lines += ["## Use", "", "```python", "from niche import TextClassifier",
+              f'clf = TextClassifier.load("{name}")', 'clf.predict(["some text"])', "```", *usage]
+    return "\n".join(lines) + "\n"
