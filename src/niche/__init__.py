@@ -8,7 +8,7 @@ The public API::
     clf.save("my-model")
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .classifier import TextClassifier, build_ensemble  # noqa: E402
 from .data import LabeledData, inspect, read_labeled, stratified_split  # noqa: E402
