@@ -9,7 +9,7 @@ test set is touched once, at the end. Systems, all in this one run:
 
 - niche assistant: the MiniLM intent classifier fine-tuned on the in-scope train utterances,
   MiniLM mean-pooled retrieval over all train utterances (in-scope and oos), abstention thresholds
-  chosen on validation for out-of-scope precision >= TARGET (src/niche/apps/assistant.py);
+  chosen on validation for out-of-scope precision >= TARGET (src/niche/apps/assistant/calibration.py);
 - niche assistant with the sparse classifier (TF-IDF n-grams): the same retrieval and calibration;
 - (a) the same fine-tuned classifier + a max-probability threshold, chosen on validation by the
   same rule and target (the retrieval features switched off);

@@ -6,7 +6,7 @@ throughput against the model's own prediction speed, in one run.
     python benchmarks/monitor.py --detect-compare --first-seed 300 --seeds 40
         # sparse vs MiniLM: alpha chosen on tuning replays 100-119, scored on fresh replays 300-339
 
-1. Train the sparse model on the PhraseBank train part (niche.apps.monitor_demo.phrasebank_split:
+1. Train the sparse model on the PhraseBank train part (niche.apps.monitor.demo.phrasebank_split:
    50agree_train minus a sha1 quarter); score it on the held-out replay pool.
 2. Detection, per seed: a timeline of 6,000 calm pool sentences (drawn with replacement, ~30 per
    hour over ~8 days, 5 synthetic tickers + 20 % matched by a watch list of real company names)
@@ -52,9 +52,7 @@ def machine() -> str:
 
 
 def detection(clf, pool, seeds: list[int], work: Path, only_default: bool = False, rules: dict | None = None) -> dict:
-    from niche.apps.monitor import AlertRule, MonitorConfig, run_monitor
-    from niche.apps.monitor_demo import WATCH_LIST, build_replay
-    from niche.apps.monitor_store import open_store
+    from niche.apps.monitor import WATCH_LIST, AlertRule, MonitorConfig, build_replay, open_store, run_monitor
 
     if rules is None:
         rules = {"default (binomial, alpha 1e-4, >= 6 negatives)": AlertRule(),
@@ -92,8 +90,7 @@ def detection(clf, pool, seeds: list[int], work: Path, only_default: bool = Fals
 
 
 def throughput(clf, model_dir: Path, pool, work: Path, repeats: int, n: int = 40000, label: str = "sparse") -> dict:
-    from niche.apps.monitor import MonitorConfig, run_monitor
-    from niche.apps.monitor_demo import WATCH_LIST, build_replay
+    from niche.apps.monitor import WATCH_LIST, MonitorConfig, build_replay, run_monitor
 
     replay = build_replay(pool, n_calm=n, per_hour=300, seed=123)
     feed = replay.write(work / f"throughput-{label}.jsonl")
@@ -141,7 +138,7 @@ def transformer_part(train, pool, work: Path) -> tuple[dict, dict]:
 
 
 def add_transformer() -> None:
-    from niche.apps.monitor_demo import phrasebank_split
+    from niche.apps.monitor import phrasebank_split
 
     path = RESULTS / "monitor.json"
     res = json.loads(path.read_text())
@@ -160,7 +157,7 @@ def add_transformer() -> None:
 
 def detect_transformer(first_seed: int, n_seeds: int) -> None:
     """The detection part with a fine-tuned MiniLM (default rule only), added to results/monitor.json."""
-    from niche.apps.monitor_demo import phrasebank_split
+    from niche.apps.monitor import phrasebank_split
 
     path = RESULTS / "monitor.json"
     res = json.loads(path.read_text())
@@ -211,8 +208,7 @@ def detect_compare(tune_seeds: list[int], eval_seeds: list[int]) -> None:
     chosen on the tuning replays (the largest alpha that finds every burst with no false alert there),
     then both the default and the chosen rule are scored on fresh replays not looked at before."""
     from niche import TextClassifier
-    from niche.apps.monitor import AlertRule
-    from niche.apps.monitor_demo import phrasebank_split
+    from niche.apps.monitor import AlertRule, phrasebank_split
 
     path = RESULTS / "monitor.json"
     res = json.loads(path.read_text())
@@ -278,7 +274,7 @@ def cached_minilm(train, pool):
 
 def throughput_transformer(repeats: int) -> None:
     """Ingestion vs predict_proba with the fine-tuned MiniLM (4,000 texts), added to results/monitor.json."""
-    from niche.apps.monitor_demo import phrasebank_split
+    from niche.apps.monitor import phrasebank_split
 
     path = RESULTS / "monitor.json"
     res = json.loads(path.read_text())
@@ -299,7 +295,7 @@ def throughput_transformer(repeats: int) -> None:
 
 def rerun_throughput(repeats: int) -> None:
     from niche import TextClassifier
-    from niche.apps.monitor_demo import phrasebank_split
+    from niche.apps.monitor import phrasebank_split
 
     path = RESULTS / "monitor.json"
     res = json.loads(path.read_text())
@@ -356,7 +352,7 @@ def main() -> None:
         rerun_throughput(a.repeats)
         return
     from niche import TextClassifier
-    from niche.apps.monitor_demo import phrasebank_split
+    from niche.apps.monitor import phrasebank_split
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]

@@ -55,10 +55,8 @@ def main() -> None:
         sys.exit(f"{ML} not found; this benchmark needs ../shared/data/movielens-latest-small.")
     import torch
 
-    from niche.apps.recommend import Recommender
-    from niche.apps.recommend_data import load
-    from niche.apps.recommend_eval import evaluate
-    from niche.apps.recommend_model import RecommendConfig
+    from niche.apps.recommend import RecommendConfig, Recommender, evaluate
+    from niche.apps.recommend.data import load
 
     torch.set_num_threads(args.threads)
     params = {k: v for k, v in {"steps": args.steps, "tower_epochs": args.tower_epochs, "threads": args.threads}.items()

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from . import _friendly, err, out
+from ._common import err, friendly, out
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Opinion monitoring: classify a feed into a database, alert on "
                                                      "negative bursts per entity, report.")
@@ -40,7 +40,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 @monitor_app.command("run")
-@_friendly
+@friendly
 def run_cli(
     model: Annotated[Path, typer.Option("--model", help="Model directory (a sentiment classifier).")],
     feed: Annotated[str, typer.Option("--input", help="JSONL file, directory of JSONL files, or - for stdin (follow mode).")],
@@ -85,21 +85,21 @@ def run_cli(
 
 
 @monitor_app.command("report")
-@_friendly
+@friendly
 def report_cli(
     db: Annotated[str, typer.Option("--db", help="The monitor database (URL or SQLite path).")] = "monitor.db",
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and one PNG + HTML per entity.")] = Path("monitor-report"),
     bucket_minutes: Annotated[Optional[int], typer.Option("--bucket-minutes", help="Time bucket of the plots (default: automatic).")] = None,
 ) -> None:
     """Plot negative share, volume and alerts per entity (PNG + HTML) with an index page."""
-    from ..apps.monitor_report import write_report
+    from ..apps.monitor import write_report
 
     index = write_report(db, out_dir, bucket_minutes)
     out.print(f"report written: [bold]{index}[/]")
 
 
 @monitor_app.command("demo")
-@_friendly
+@friendly
 def demo_cli(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the feed, database, alerts and report go.")] = Path("runs/monitor-demo"),
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Financial PhraseBank folder (default ../shared/data/financial_phrasebank).")] = None,
@@ -108,7 +108,7 @@ def demo_cli(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Train on Financial PhraseBank, replay a timeline with one negative burst, show the alert and the report."""
-    from ..apps.monitor_demo import run_demo
+    from ..apps.monitor import run_demo
 
     out.print(f"training a [bold]{family}[/] model on Financial PhraseBank and replaying {n_calm} calm sentences "
               "plus a burst of 30 negative ones ...")

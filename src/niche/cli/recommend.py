@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from . import _friendly, err, out
+from ._common import err, friendly, out
 
 recommend_app = typer.Typer(no_args_is_help=True, help="Text-aware personalized recommendation (two-tower model).")
 
@@ -19,7 +19,7 @@ MinRating = Annotated[Optional[float], typer.Option("--min-rating", help="Keep i
 
 
 def _load(interactions: Path, items: Path, text_cols: Optional[str], tags: Optional[Path], min_rating: Optional[float]) -> Any:
-    from ..apps.recommend_data import load
+    from ..apps.recommend.data import load
 
     cols = [c.strip() for c in text_cols.split(",") if c.strip()] if text_cols else None
     data = load(interactions, items, cols, tags, min_rating)
@@ -34,7 +34,7 @@ def _params(**kw: Any) -> dict[str, Any]:
 
 
 @recommend_app.command("train")
-@_friendly
+@friendly
 def train_cli(
     interactions: Annotated[Path, typer.Option("--interactions", help="user_id,item_id[,rating][,timestamp] CSV.")],
     items: Annotated[Path, typer.Option("--items", help="item_id + text columns CSV.")],
@@ -90,7 +90,7 @@ def read_candidates(path: Path) -> list[str]:
 
 
 @recommend_app.command("rank")
-@_friendly
+@friendly
 def rank_cli(
     model: Annotated[Path, typer.Argument(help="Recommender directory.")],
     user: Annotated[Optional[str], typer.Option("--user", help="A user id seen in training.")] = None,
@@ -123,7 +123,7 @@ def rank_cli(
 
 
 @recommend_app.command("add-items")
-@_friendly
+@friendly
 def add_items_cli(
     model: Annotated[Path, typer.Argument(help="Recommender directory (rewritten atomically).")],
     items: Annotated[Path, typer.Option("--items", help="item_id + text columns CSV of new (or changed) items.")],
@@ -131,7 +131,7 @@ def add_items_cli(
 ) -> None:
     """Embed new items into a trained recommender without retraining."""
     from ..apps.recommend import Recommender
-    from ..apps.recommend_data import DataReport, read_items
+    from ..apps.recommend.data import DataReport, read_items
 
     rec = Recommender.load(model)
     cols = [c.strip() for c in text_cols.split(",") if c.strip()] if text_cols else None
@@ -145,7 +145,7 @@ def add_items_cli(
 
 
 @recommend_app.command("evaluate")
-@_friendly
+@friendly
 def evaluate_cli(
     interactions: Annotated[Path, typer.Option("--interactions")],
     items: Annotated[Path, typer.Option("--items")],
@@ -164,7 +164,7 @@ def evaluate_cli(
     json_out: Annotated[Optional[Path], typer.Option("--json-out", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Leave-last-out (HR/NDCG) and cold-start (AUC/NDCG): niche vs popularity, item-kNN and ALS."""
-    from ..apps.recommend_eval import evaluate
+    from ..apps.recommend import evaluate
 
     data = _load(interactions, items, text_cols, tags, min_rating)
     params = _params(steps=steps, tower_epochs=tower_epochs, base=base, max_minutes=max_minutes, seed=seed)

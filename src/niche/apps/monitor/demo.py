@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ...errors import DataError
 
 TICKERS = ["ACMX", "BOLT", "CRUX", "DYNA", "EVRA"]
 """Synthetic tickers attached to real sentences (any resemblance to a listed company is accidental)."""
@@ -38,7 +38,7 @@ def find_phrasebank(data_dir: str | Path | None = None) -> Path:
     """The PhraseBank folder: ``data_dir``, else ``../shared/data/financial_phrasebank`` from cwd or the repo."""
     cands = [Path(data_dir)] if data_dir else [
         Path.cwd().parent / "shared/data/financial_phrasebank",
-        Path(__file__).resolve().parents[4] / "shared/data/financial_phrasebank"]
+        Path(__file__).resolve().parents[5] / "shared/data/financial_phrasebank"]
     for d in cands:
         if (d / "50agree_train.csv").is_file() and (d / "50agree_test.csv").is_file():
             return d
@@ -141,10 +141,10 @@ def run_demo(out_dir: str | Path, data_dir: str | Path | None = None, family: st
 
     Returns the replay's score (burst detected, minutes to the alert, false alerts) and the run summary.
     """
-    from .. import TextClassifier
-    from .monitor import MonitorConfig, run_monitor
-    from .monitor_report import write_report
-    from .monitor_store import open_store
+    from ... import TextClassifier
+    from .run import MonitorConfig, run_monitor
+    from .report import write_report
+    from .store import open_store
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from sqlalchemy import (BigInteger, Column, Float, Index, Integer, MetaData, Sma
                         UniqueConstraint, create_engine, event, func, select, update)
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 metadata = MetaData()
 

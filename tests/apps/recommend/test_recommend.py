@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from niche.apps import recommend_data as rd
-from niche.apps import recommend_metrics as rm
+from niche.apps.recommend import data as rd
+from niche.apps.recommend import metrics as rm
 from niche.errors import DataError
 
-from .conftest import NEG, POS, SHARED
+from ...conftest import NEG, POS, SHARED
 
 FILLER_ITEM = ["movie", "service", "food", "quite", "very"]
 TINY_REC = dict(max_len=16, history=5, tower_epochs=25, tower_batch_size=32, negatives=64, steps=6, batch_size=8,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, free_port, toy_texts, wait_ready
+from ..conftest import TINY, free_port, toy_texts, wait_ready
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import TextClassifier
-from ..errors import ConfigError
-from .monitor_alerts import AlertRule, alert_payload, evaluate, post_webhook
-from .monitor_feed import EntityMatcher, Issue, IssueLog, Line, Record, feed_files, parse_entities, parse_line, read_file, read_stdin
-from .monitor_store import Store, open_store
+from ... import TextClassifier
+from ...errors import ConfigError
+from .alerts import AlertRule, alert_payload, evaluate, post_webhook
+from .feed import EntityMatcher, Issue, IssueLog, Line, Record, feed_files, parse_entities, parse_line, read_file, read_stdin
+from .store import Store, open_store
 
 __all__ = ["AlertRule", "MonitorConfig", "RunSummary", "run_monitor"]
 

@@ -15,7 +15,7 @@ from niche.apps.assistant import Assistant, AssistantConfig, calibrate, decide, 
 from niche.cli import app
 from niche.errors import DataError
 
-from .conftest import ROOT, write_csv
+from ...conftest import ROOT, write_csv
 
 runner = CliRunner()
 

@@ -2,7 +2,7 @@
 
 Example:
     >>> from niche.apps.recommend import Recommender
-    >>> from niche.apps.recommend_data import load
+    >>> from niche.apps.recommend.data import load
     >>> data = load("interactions.csv", "items.csv", text_cols=["title", "genres", "tags"])  # doctest: +SKIP
     >>> rec = Recommender().fit(data)                                                        # doctest: +SKIP
     >>> rec.save("runs/movies")                                                               # doctest: +SKIP
@@ -29,13 +29,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..classifier import library_versions, write_dir_atomically
-from ..errors import DataError, ModelLoadError
-from . import recommend_metrics as rm
-from .recommend_data import Interactions, leave_last_out
-from .recommend_model import ItemEncoder, RecommendConfig, Towers, base_cache, train_towers
+from ...errors import DataError, ModelLoadError
+from ...modeldir import META, library_versions, write_dir_atomically, write_info
+from . import metrics as rm
+from .data import Interactions, leave_last_out
+from .model import ItemEncoder, RecommendConfig, Towers, base_cache, train_towers
 
-META = "niche.json"
 KIND = "recommender"  # the marker in niche.json that tells a recommender dir from a classifier dir
 BLEND_GRID = {"cooc": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), "pop": (0.0, 0.05, 0.1, 0.2, 0.4, 0.8),
               "decay": (1.0, 0.9, 0.8, 0.65, 0.5)}
@@ -52,7 +51,7 @@ def is_recommender_dir(path: str | Path) -> bool:
 def _load_encoder(src: str, max_len: int) -> ItemEncoder:
     from transformers import AutoModel, AutoTokenizer
 
-    from ..families.transformer import quiet_hf
+    from ...encoders import quiet_hf
 
     with quiet_hf():
         try:
@@ -68,7 +67,7 @@ class Recommender:
     """Train, rank with, extend, save and load a two-tower text recommender.
 
     Args:
-        **params: fields of :class:`~niche.apps.recommend_model.RecommendConfig`.
+        **params: fields of :class:`~niche.apps.recommend.model.RecommendConfig`.
 
     Attributes (after ``fit`` or ``load``): ``item_ids_``, ``item_texts_``, ``vectors_`` (I, d) unit
     item vectors, ``towers_``, ``cooc_`` (I, I) CSR, ``pop_`` (I,), ``blend_``, ``users_`` (user id
@@ -80,7 +79,7 @@ class Recommender:
 
     # -- training -------------------------------------------------------------------------
     def fit(self, data: Interactions, progress: Callable[[str], None] | None = None) -> "Recommender":
-        from ..families.transformer import resolve_base
+        from ...encoders import resolve_base
 
         cfg = RecommendConfig(**self.params)
         cfg.validate()
@@ -330,7 +329,7 @@ class Recommender:
         enc = self._encoder()
 
         def fill(d: Path) -> None:
-            from ..families.transformer import quiet_hf
+            from ...encoders import quiet_hf
 
             with quiet_hf():
                 enc.model.save_pretrained(str(d / "encoder"), safe_serialization=True)
@@ -344,7 +343,7 @@ class Recommender:
             (d / "items.json").write_text(json.dumps({"ids": self.item_ids_, "texts": self.item_texts_},
                                                      ensure_ascii=False), encoding="utf-8")
             (d / "users.json").write_text(json.dumps(self.users_, ensure_ascii=False), encoding="utf-8")
-            (d / META).write_text(json.dumps(self.info_, indent=2, ensure_ascii=False), encoding="utf-8")
+            write_info(d, self.info_)  # its "kind" key: written as it is
 
         write_dir_atomically(path, fill)
         self._path = path

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 
 # -- metrics -------------------------------------------------------------------------------

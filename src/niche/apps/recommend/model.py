@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DEFAULT_BASE
-from ..errors import ConfigError
+from ...config import DEFAULT_BASE
+from ...encoders import mean_pool, pad_batch, plan_batches
+from ...errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +131,13 @@ class ItemEncoder:
 
     def pooled(self, ids: list[list[int]]) -> torch.Tensor:
         """(n, d) masked mean of the last hidden states (sentence-transformers pooling)."""
-        pad = self.tokenizer.pad_token_id or 0
-        T = max(len(x) for x in ids)
-        inp = torch.full((len(ids), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), T), dtype=torch.long)
-        for i, x in enumerate(ids):
-            inp[i, : len(x)] = torch.tensor(x)
-            mask[i, : len(x)] = 1
+        inp, mask = (torch.from_numpy(a) for a in pad_batch(ids, self.tokenizer.pad_token_id or 0))
         h = self.model(input_ids=inp, attention_mask=mask).last_hidden_state  # (n, T, d)
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return mean_pool(h, mask)
 
     @torch.inference_mode()
     def pooled_all(self, ids: list[list[int]], batch_size: int = 128, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Pooled outputs of many texts, batched by length (little padding), in input order."""
-        from ..families.transformer import plan_batches
 
         was = self.model.training
         self.model.eval()
@@ -249,7 +242,6 @@ def train_towers(enc: ItemEncoder, towers: Towers, token_ids: list[list[int]], s
     torch.manual_seed(cfg.seed)
     pairs = np.array([(u, t) for u, s in enumerate(seqs) for t in range(1, len(s))], dtype=np.int64)
     if len(pairs) == 0:
-        from ..errors import DataError
 
         raise DataError("no user has two or more interactions, so there is no next item to learn from; "
                         "recommendation needs interaction histories.")

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigError
-from . import recommend_metrics as rm
-from .recommend_data import Interactions, cold_start, leave_last_out
+from ...errors import ConfigError
+from . import metrics as rm
+from .data import Interactions, cold_start, leave_last_out
 
 ALS_GRID = [dict(factors=f, regularization=r, alpha=a) for f in (64, 128) for r in (0.05, 0.5) for a in (1.0, 5.0)]
 
@@ -71,7 +71,7 @@ def _niche_scorers(rec: Any, train: Interactions) -> Callable:
 
 def leave_last_out_eval(data: Interactions, params: dict[str, Any], k: int = 10, seed: int = 0, use_als: bool = True,
                         progress: Callable[[str], None] | None = None, batch: int = 128) -> dict[str, Any]:
-    from .recommend import Recommender
+    from .recommender import Recommender
 
     train, users, targets = leave_last_out(data)
     X = rm.user_item_matrix(train.users, train.items, data.n_users, data.n_items)
@@ -104,7 +104,7 @@ def leave_last_out_eval(data: Interactions, params: dict[str, Any], k: int = 10,
 
 def cold_start_eval(data: Interactions, params: dict[str, Any], k: int = 10, fraction: float = 0.1, seed: int = 0,
                     use_als: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from .recommend import Recommender
+    from .recommender import Recommender
 
     train, cold, held = cold_start(data, fraction, seed)
     users = np.array(sorted(held), dtype=np.int64)

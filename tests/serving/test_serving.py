@@ -18,7 +18,7 @@ from niche.serving.app import create_app  # noqa: E402
 from niche.serving.batching import MicroBatcher  # noqa: E402
 from niche.serving.errors import Overloaded  # noqa: E402
 
-from .conftest import TINY, free_port, toy_texts, wait_ready  # noqa: E402
+from ..conftest import TINY, free_port, toy_texts, wait_ready  # noqa: E402
 
 KEY = "s3cret-key-for-tests"
 

@@ -35,8 +35,8 @@ from typing import Any, Literal
 from scipy.stats import binom, norm
 from sqlalchemy.engine import Connection
 
-from ..errors import ConfigError
-from .monitor_store import Store
+from ...errors import ConfigError
+from .store import Store
 
 Test = Literal["binomial", "ztest"]
 

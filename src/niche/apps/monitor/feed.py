@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 FEED_SUFFIXES = (".jsonl", ".ndjson")
 

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from .conftest import NEG, POS, SHARED, free_port, toy_texts
+from ...conftest import NEG, POS, SHARED, free_port, toy_texts
 from typer.testing import CliRunner
 
 from niche import TextClassifier
 from niche.apps.monitor import AlertRule, MonitorConfig, run_monitor
-from niche.apps.monitor_alerts import parse_duration, post_webhook
-from niche.apps.monitor_feed import EntityMatcher, parse_ts
-from niche.apps.monitor_store import docs, mentions, open_store
+from niche.apps.monitor.alerts import parse_duration, post_webhook
+from niche.apps.monitor.feed import EntityMatcher, parse_ts
+from niche.apps.monitor.store import docs, mentions, open_store
 from niche.errors import ConfigError, DataError
 
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc).timestamp()
@@ -512,7 +512,7 @@ def test_cli_run_file_and_stdin(tmp_path: Path, model_dir: Path):
 @pytest.mark.skipif(not (PHRASEBANK / "50agree_train.csv").is_file(),
                     reason="Financial PhraseBank not in ../shared/data/financial_phrasebank (real-data replay test)")
 def test_phrasebank_replay_burst_detected_no_false_alerts(tmp_path: Path):
-    from niche.apps.monitor_demo import WATCH_LIST, build_replay, phrasebank_split
+    from niche.apps.monitor.demo import WATCH_LIST, build_replay, phrasebank_split
 
     train, pool = phrasebank_split(PHRASEBANK)
     assert not {t for t, _ in train} & {t for t, _ in pool}

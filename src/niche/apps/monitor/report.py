@@ -9,9 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from .monitor_alerts import alert_payload
-from .monitor_store import Store, mentions, open_store
+from ...errors import DataError
+from .alerts import alert_payload
+from .store import Store, mentions, open_store
 
 
 def _slug(name: str) -> str:

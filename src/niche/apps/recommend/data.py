@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 RATING_COLS = ("rating", "label_or_rating", "score")
 TIME_COLS = ("timestamp", "time", "ts")
