@@ -1,4 +1,5 @@
-"""Compression benchmark (issue 3), written to BENCHMARKS.md by `python benchmarks/run.py --render`.
+"""Compression benchmark: ONNX export, int8 and distillation, written to BENCHMARKS.md by
+`python benchmarks/render.py` (or `--render` here).
 
     python benchmarks/compress.py                 # banking77, sst2, imdb (needs ../shared/data)
     python benchmarks/compress.py --only banking77
@@ -58,14 +59,12 @@ def main() -> None:
     ap.add_argument("--step", action="append", default=[], metavar="LABEL",
                     help="with --reuse: rebuild this step (e.g. 'teacher int8'); repeatable")
     ap.add_argument("--render", action="store_true",
-                    help="only rewrite the compression section of BENCHMARKS.md from results/compress-*.json")
+                    help="only rewrite BENCHMARKS.md from the results (as benchmarks/render.py does)")
     a = ap.parse_args()
     if a.render:
-        from render import update_compress
+        import render
 
-        target = ROOT / "BENCHMARKS.md"
-        target.write_text(update_compress(target.read_text(), RESULTS))
-        print(f"updated the compression section of {target}")
+        print(f"wrote {render.write(RESULTS)}")
         return
     for name in a.only or ["banking77", "sst2", "imdb"]:
         out = RESULTS / f"compress-{name}.json"

@@ -1,289 +1,150 @@
-"""Turn the JSON results of ``benchmarks/run.py`` into BENCHMARKS.md (numbers, ratios, floors)."""
+"""Write BENCHMARKS.md from the JSON results in benchmarks/results/.
+
+    python benchmarks/render.py                 # rewrites BENCHMARKS.md
+    python benchmarks/render.py --out /tmp/B.md # writes elsewhere (still reading the existing BENCHMARKS.md)
+
+(``python benchmarks/run.py --render`` and ``python benchmarks/compress.py --render`` do the same.)
+
+The document is the ordered list SECTIONS: one function per section (benchmarks/sections/), each
+``section(results) -> (lines, floors)``, with the heading of its floors table. The floors of the
+core benchmarks (classification, serving, compression) come together after those sections; every
+other benchmark's floors follow its section.
+
+Results that are missing are not dropped: some of the core results were lost after their numbers
+were written, and a benchmark may simply not have been rerun on this machine. A section returns a
+``Keep`` block for what it cannot render, and a ``missing`` floor for a floor it cannot measure;
+both are copied verbatim from the existing BENCHMARKS.md (see ``_common.Keep``).
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import argparse
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def _load(results: Path) -> dict[tuple[str, str], dict]:
-    out = {}
-    for p in results.glob("*.json"):
-        r = json.loads(p.read_text())
-        if "system" in r:
-            out[(r["dataset"], r["system"])] = r
+from _common import BENCHMARKS_MD, RESULTS, Floor, Keep, Missing, floor  # noqa: E402
+from sections import (assistant, classification, compression, distributed, monitor, onnx_runtime,  # noqa: E402
+                      pretraining, recommend, serving)
+
+Section = Callable[[Path], tuple[list, list[Floor]]]
+
+# (section, heading of its floors table, where the table goes: "core" = with the other core floors
+# after the core sections, "after" = right after its section)
+SECTIONS: list[tuple[Section, str | None, str]] = [
+    (classification.section, "## Floors: core classification", "core"),
+    (serving.section, "## Floors: serving", "core"),
+    (compression.section, "## Floors: compression", "core"),
+    (assistant.section, "### Floors: assistant", "after"),
+    (monitor.section, "### Floors: monitor", "after"),
+    (recommend.section, "### Floors: recommendation", "after"),
+    (distributed.ddp_section, "### Floors: distributed training", "after"),
+    (distributed.ray_section, "### Floors: Ray scoring", "after"),
+    (pretraining.section, "### Floors: pretraining", "after"),
+    (onnx_runtime.section, None, "after"),
+    (classification.notes, None, "after"),
+]
+
+
+def _level(line: str) -> int:
+    m = re.match(r"(#+) ", line)
+    return len(m.group(1)) if m else 0
+
+
+def _heading(line: str) -> str:
+    """A heading as it is matched: without the issue number older headings carried."""
+    return re.sub(r" \(issue #[^)]*\)$", "", line)
+
+
+class Existing:
+    """The BENCHMARKS.md being replaced: its blocks by heading and its floor rows by floor."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+        self.rows: dict[str, str] = {}
+        in_floors = False
+        for ln in self.lines:
+            if _level(ln):
+                in_floors = "Floors" in ln
+            elif in_floors and ln.startswith("| ") and not ln.startswith("| floor |"):
+                self.rows.setdefault(ln[2:].split(" | ", 1)[0], ln)
+
+    def block(self, heading: str) -> list[str] | None:
+        """From the first heading starting with ``heading`` to the next heading of the same or a
+        higher level (the title's block, level 1, ends at the first section) or an HTML comment."""
+        for i, ln in enumerate(self.lines):
+            if _level(ln) and _heading(ln).startswith(heading):
+                stop = max(_level(ln), 2)
+                j = next((j for j in range(i + 1, len(self.lines))
+                          if 0 < _level(self.lines[j]) <= stop or self.lines[j].startswith("<!--")), len(self.lines))
+                return self.lines[i:j]
+        return None
+
+
+def expand(lines: list, old: Existing) -> list[str]:
+    out: list[str] = []
+    for x in lines:
+        if isinstance(x, Keep):
+            kept = old.block(x.heading)
+            out += x.fallback if kept is None else kept
+        else:
+            out.append(x)
     return out
 
 
-def _row(name: str, r: dict | None) -> str:
-    if r is None:
-        return f"| {name} | not run | | | | | |"
-    return (f"| {name} | {r['accuracy'] * 100:.2f} | {r['macro_f1'] * 100:.2f} | {r['train_s']:.1f} | "
-            f"{r['docs_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} |")
-
-
-def _floor(ok: bool | None) -> str:
-    return "not run" if ok is None else ("**met**" if ok else "**NOT met**")
-
-
-def render(results: Path, datasets: dict, machine: str, args: str) -> str:
-    R = _load(results)
-    today = dt.date.today().isoformat()
-    lines = [
-        "# Benchmarks", "",
-        f"Generated by `python benchmarks/run.py {args}`".rstrip() + f" on {today}.", "",
-        f"Machine: {machine}.", "",
-        "Every row of a table ran in the same invocation, each system in its own process (peak RSS is its "
-        "own), on the same files. Accuracy and macro-F1 in %, training wall seconds, prediction "
-        "docs/s (batch 32 for transformers; whole test set), peak resident memory in MB, model size on disk in MB.", "",
-    ]
-    floors = []
-    for name, spec in datasets.items():
-        lines += [f"## {name} ({spec['test_name']})", ""]
-        lines += ["| system | accuracy | macro-F1 | train s | docs/s | peak MB | size MB |", "|---|---:|---:|---:|---:|---:|---:|"]
-        lines.append(_row("niche sparse", R.get((name, "niche-sparse"))))
-        lines.append(_row("scikit-learn TF-IDF + LogisticRegression", R.get((name, "sklearn-tfidf-lr"))))
-        sp = R.get((name, "niche-sparse"))
-        if sp:
-            lines.append("")
-            lines.append(f"niche sparse analyzers: {', '.join(sp['analyzers'])}; {sp['n_train']} train / {sp['n_test']} test rows.")
-        if spec.get("tf"):
-            nt, hf = R.get((name, "niche-transformer")), R.get((name, "hf-trainer"))
-            hp = spec["tf"]
-            lines += ["", f"Transformer family, base all-MiniLM-L6-v2, epochs {hp['epochs']}, batch {hp['batch_size']}, "
-                      f"lr {hp['lr']} (head x20 for both), max_len {hp['max_len']}, seed 42, dev = seeded 10 % split of train:", "",
-                      "| system | accuracy | macro-F1 | train s | docs/s | peak MB | size MB |", "|---|---:|---:|---:|---:|---:|---:|",
-                      _row("niche transformer", nt), _row("HF Trainer + pipeline", hf)]
-            if nt:
-                sub = ""
-                if spec.get("tf_train_subset"):
-                    sub = (f" Subset: seeded random {spec['tf_train_subset']} train texts (of which {nt['n_dev']} dev) and "
-                           f"{spec['tf_test_subset']} test texts (`random.Random(42).sample`), because a full run "
-                           "does not fit the session on 2 cores.")
-                lines += ["", f"{nt['n_train']} train / {nt['n_dev']} dev / {nt['n_test']} test rows.{sub}"]
-            if nt and hf:
-                ratio = nt["train_s"] / hf["train_s"]
-                acc_ok = nt["accuracy"] >= hf["accuracy"] - 1e-9
-                lines.append(f"Training wall time ratio niche / Trainer: **{ratio:.2f}** "
-                             f"(accuracy {nt['accuracy'] * 100:.2f} vs {hf['accuracy'] * 100:.2f}).")
-                floors.append((f"{name}: transformer training time <= 0.8 x Trainer at equal or better accuracy",
-                               f"{ratio:.2f}x, accuracy {nt['accuracy'] * 100:.2f} vs {hf['accuracy'] * 100:.2f}",
-                               ratio <= 0.8 and acc_ok))
-        lines.append("")
-    ps = R.get(("imdb", "predict-speed"))
-    if ps:
-        ratio = ps["niche_docs_per_s"] / ps["pipeline_docs_per_s"]
-        lines += ["## Prediction speed: niche vs HF pipeline (IMDB test slice)", "",
-                  f"Same niche-trained IMDB model directory, {ps['n']} test texts, batch 32, max_len {ps['max_len']}, "
-                  "3 alternating rounds, median:", "",
-                  "| system | docs/s (median) | rounds |", "|---|---:|---|",
-                  f"| niche `predict` | {ps['niche_docs_per_s']:.1f} | {', '.join(f'{x:.1f}' for x in ps['rounds_niche'])} |",
-                  f"| HF `pipeline` | {ps['pipeline_docs_per_s']:.1f} | {', '.join(f'{x:.1f}' for x in ps['rounds_pipeline'])} |",
-                  "", f"Ratio **{ratio:.2f}x**; labels identical on {ps['label_agreement'] * 100:.2f} % of texts.", ""]
-        floors.append(("prediction docs/s >= 1.3 x pipeline with identical labels",
-                       f"{ratio:.2f}x, agreement {ps['label_agreement'] * 100:.2f} %",
-                       ratio >= 1.3 and ps["labels_identical"]))
-    for name, key, thr, label in (("imdb", "niche-sparse", 0.910, "sparse IMDB test >= 91.0 %"),
-                                  ("chnsenticorp", "niche-sparse", 0.925, "sparse ChnSentiCorp test >= 92.5 %"),
-                                  ("banking77", "niche-transformer", 0.920, "transformer banking77 test >= 92.0 %"),
-                                  ("sst2", "niche-transformer", 0.890, "transformer SST-2 validation >= 89.0 %")):
-        r = R.get((name, key))
-        floors.append((label, f"{r['accuracy'] * 100:.2f} %" if r else "-", (r["accuracy"] >= thr) if r else None))
-    serve_floors = _serve_section(results, lines)
-    compress_floors = _compress_section(results, lines)
-    lines += ["## Floors from issue #2", "", "| floor | measured | status |", "|---|---|---|"]
-    lines += [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in floors]
-    if serve_floors:
-        lines += ["", "## Floors from issue #4 (serving)", "", "| floor | measured | status |", "|---|---|---|"]
-        lines += [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in serve_floors]
-    if compress_floors:
-        lines += ["", "## Floors from issue #3 (compression)", "", "| floor | measured | status |", "|---|---|---|"]
-        lines += [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in compress_floors]
-    lines += ["", "## Notes", "",
-              "- The training-time gain of niche over Trainer comes from length-grouped batches with dynamic "
-              "padding (Trainer's default is random batches padded to their longest text) and a leaner loop; "
-              "both evaluate on dev every epoch and keep the best-on-dev weights.",
-              "- The prediction gain comes from computing the last encoder layer for the [CLS] position only "
-              "(exact: the classifier reads nothing else), from sorting texts by length and cutting batches "
-              "where padding would cost more than a forward call (`plan_batches`), and `torch.inference_mode`; "
-              "the model, tokenizer, truncation and batch size are the same.",
-              "- Tests never assert timings; these numbers are only produced here.", ""]
-    from render_apps import app_lines, splice
-
-    return splice("\n".join(lines), app_lines(results))
-
-
-def _serve_section(results: Path, lines: list[str]) -> list[tuple[str, str, bool | None]]:
-    p = results / "serve-load.json"
-    if not p.exists():
-        return []
-    S = json.loads(p.read_text())
-    lines += ["## Serving under load: `niche serve` vs naive FastAPI + pipeline", "",
-              "Generated by `python benchmarks/serve_load.py` (wrk, 1 client thread, on loopback, "
-              f"{S['duration_s']} s per run, same model `{Path(S['model']).name}`, max_len {S['max_len']}). "
-              "The naive peer runs one pipeline forward per request from FastAPI's thread pool.", "",
-              "| server | texts | concurrency | req/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
-    for sname, srv in S["servers"].items():
-        for r in srv["runs"]:
-            lines.append(f"| {sname} | {r['texts']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
-                         f"{r['p99_ms']:.1f} | {r['errors']} |")
-    lines += ["", "Server RSS after the runs: " + "; ".join(f"{k} {v['rss_mb_after']:.0f} MB" for k, v in S["servers"].items()) + "."]
-    floors: list[tuple[str, str, bool | None]] = []
-    names = list(S["servers"])
-    ours, base = S["servers"][names[0]]["runs"], S["servers"][names[1]]["runs"]
-    pick = lambda runs, c: next(r for r in runs if r["concurrency"] == c and r["texts"].startswith("short"))  # noqa: E731
-    o32, b32 = pick(ours, 32), pick(base, 32)
-    ratio = o32["rps"] / b32["rps"]
-    floors.append(("concurrency 32, short texts: >= 3 x baseline req/s, p99 no worse",
-                   f"{ratio:.2f}x ({o32['rps']:.1f} vs {b32['rps']:.1f} req/s), p99 {o32['p99_ms']:.0f} vs {b32['p99_ms']:.0f} ms",
-                   ratio >= 3 and o32["p99_ms"] <= b32["p99_ms"]))
-    over = pick(ours, 1)["p50_ms"] - S["inprocess_p50_ms"]
-    lines.append(f"Bare in-process `predict_proba` of one short text: p50 {S['inprocess_p50_ms']:.2f} ms.")
-    floors.append(("concurrency 1: p50 overhead over in-process predict <= 3 ms",
-                   f"{over:.2f} ms ({pick(ours, 1)['p50_ms']:.2f} vs {S['inprocess_p50_ms']:.2f} ms)", over <= 3))
-    rl = S.get("reload_under_load")
-    if rl:
-        lines.append(f"Reload during a concurrency-32 run: reload answered {rl['reload_status']} in "
-                     f"{rl['reload_seconds']:.2f} s; {rl['requests']} requests, {rl['errors']} failed.")
-        floors.append(("zero failed requests during a reload under load", f"{rl['errors']} failed of {rl['requests']}",
-                       rl["errors"] == 0 and rl["reload_status"] == 200))
-    sk = S.get("soak")
-    if sk:
-        lines.append(f"Soak (run finished {sk.get('from_run', 'with the above')}): {sk['seconds']} s at {sk['rate']} req/s, "
-                     f"{sk['requests']} requests, {sk['errors']} errors, "
-                     f"RSS {sk['rss_start_mb']:.0f} -> {sk['rss_end_mb']:.0f} MB ({sk['rss_growth_pct']:+.1f} %).")
-        floors.append(("soak: zero errors, RSS growth < 10 %", f"{sk['errors']} errors, {sk['rss_growth_pct']:+.1f} %",
-                       sk["errors"] == 0 and sk["rss_growth_pct"] < 10))
-    lines.append("")
-    return floors
-
-
-def _compress_section(results: Path, lines: list[str]) -> list[tuple[str, str, bool | None]]:
-    runs = {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in sorted(results.glob("compress-*.json"))}
-    if not runs:
-        return []
-    lines += ["## Compression: export, int8, distillation (issue #3)", "",
-              "Generated by `python benchmarks/compress.py` (see its docstring for the protocol). All models of a table "
-              "were measured together on the evaluation set, speed rounds interleaved: docs/s at batch 32 (median of "
-              + "/".join(str(n) for n in sorted({R.get("speed_rounds", 3) for R in runs.values()}))
-              + " rounds over 512 texts, rounds per table below), p50 ms for one text at batch 1 (50 texts), "
-              "default threads (2).", ""]
-    floors: list[tuple[str, str, bool | None]] = []
-    sparse_wins = []
-    for name, R in runs.items():
-        M = R["models"]
-        t = M["teacher fp32 (PyTorch)"]
-        sp_ = R.get("student_params", {})
-        lines += [f"### {name} ({R['eval']}, {R['n_eval']} texts; students trained on {R['n_train']} labeled"
-                  + (f" + {R['n_transfer']} unlabeled transfer" if R["n_transfer"] else "") + " texts"
-                  + (f", layers:3 student {sp_['epochs']} epochs {sp_.get('precision', 'fp32')}" if sp_ else "")
-                  + f"; {R['date']}; speed: median of {R.get('speed_rounds', 3)} rounds)", "",
-                  "| model | accuracy | macro-F1 | docs/s | x teacher | p50 ms | size MB |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for m, r in M.items():
-            lines.append(f"| {m} | {100 * r['accuracy']:.2f} | {100 * r['macro_f1']:.2f} | {r['docs_per_s']:.1f} | "
-                         f"{r['docs_per_s'] / t['docs_per_s']:.2f} | {r['p50_ms']:.1f} | {r['size_mb']:.1f} |")
-        refused_rows = {}
-        for k, v in R["steps"].items():  # refused results: the guard's own measurement (source vs result)
-            rp = Path(v["dir"] + ".refused") / "compression_report.json"
-            if v["passed"] is False and rp.exists():
-                rr = json.loads(rp.read_text())["models"]
-                src, res = rr["source"], [x for n, x in rr.items() if n != "source"][0]
-                refused_rows[k] = (res, src)
-                lines.append(f"| {k} (**refused**, guard run) | {100 * res['accuracy']:.2f} | {100 * res['macro_f1']:.2f} | "
-                             f"{res['docs_per_s']:.1f} | {res['docs_per_s'] / src['docs_per_s']:.2f} | {res['p50_ms']:.1f} | "
-                             f"{res['size_mb']:.1f} |")
-        lines.append("")
-        for k, c in R.get("int8_choice", {}).items():
-            how = (f", chosen on {c['calibration_texts']} dev texts where it agreed with fp32 on "
-                   f"{100 * c['agreement']:.2f} % of labels" if c.get("agreement") is not None else "")
-            lines.append(f"{k}: {c['level']} ({c['method']}){how}.")
-        fused = {k: v for k, v in R.get("fusion", {}).items() if v and v.get("fused")}
-        if fused:
-            ops = next(iter(fused.values()))["operators"]
-            lines.append("ONNX graphs fused by onnxruntime's transformer optimizer (" + ", ".join(
-                f"{n} x{c}" for n, c in ops.items()) + " for the teacher).")
-        lines.append("")
-        lines.append("Guard verdicts: " + "; ".join(
-            f"{k}: {'passed' if v['passed'] else ('refused (' + '; '.join(v['reasons']) + ')' if v['passed'] is False else 'n/a')}"
-            f" in {v['seconds']:.0f} s" + (" (built by an earlier run, re-measured here)" if v.get("reused") else "")
-            for k, v in R["steps"].items()) + ".")
-        lines.append("")
-        if name in ("banking77", "imdb"):
-            best = max((M[k] for k in ("teacher int8 (ONNX)",) if k in M), key=lambda r: r["docs_per_s"], default=None)
-            if best:
-                sp, drop = best["docs_per_s"] / t["docs_per_s"], 100 * (t["accuracy"] - best["accuracy"])
-                floors.append((f"{name}: int8 >= 1.5 x fp32 docs/s, <= 0.5 point drop", f"{sp:.2f}x, drop {drop:.2f}",
-                               sp >= 1.5 and drop <= 0.5))
-            else:
-                floors.append((f"{name}: int8 >= 1.5 x fp32 docs/s, <= 0.5 point drop", "int8 refused by the guard", False))
-        elif "teacher int8" in refused_rows:
-            res, src = refused_rows["teacher int8"]
-            lines.append(f"{name}: int8 is {res['docs_per_s'] / src['docs_per_s']:.2f}x the fp32 source, accuracy "
-                         f"{100 * res['accuracy']:.2f} vs {100 * src['accuracy']:.2f} %, but fails the 99.5 % "
-                         "label-parity rule, so the guard refused it (no floor for this dataset).")
-            lines.append("")
-        s3 = M.get("student layers:3 fp32")
-        if s3:
-            sp, drop = s3["docs_per_s"] / t["docs_per_s"], 100 * (t["accuracy"] - s3["accuracy"])
-            floors.append((f"{name}: layers:3 student >= 1.8 x teacher docs/s (fp32), <= 1.5 point drop",
-                           f"{sp:.2f}x, drop {drop:.2f}", sp >= 1.8 and drop <= 1.5))
-        elif "student layers:3" in refused_rows:
-            res, src = refused_rows["student layers:3"]
-            sp, drop = res["docs_per_s"] / src["docs_per_s"], 100 * (src["accuracy"] - res["accuracy"])
-            floors.append((f"{name}: layers:3 student >= 1.8 x teacher docs/s (fp32), <= 1.5 point drop",
-                           f"{sp:.2f}x, drop {drop:.2f} (refused by the guard)", False))
+def floors_table(heading: str, floors: list[Floor], old: Existing) -> list[str]:
+    """The floors table; a floor without results keeps its row of the existing file. No table when
+    no floor has a row to show."""
+    rows = []
+    for label, measured, ok in floors:
+        if isinstance(measured, Missing) and label in old.rows:
+            rows.append(old.rows[label])
         else:
-            floors.append((f"{name}: layers:3 student >= 1.8 x teacher docs/s (fp32), <= 1.5 point drop", "not run", None))
-        sd, sl = M.get("sparse student (distilled)"), M.get("sparse (labels only)")
-        if sd and sl:
-            sparse_wins.append((name, sd["accuracy"] > sl["accuracy"], sd["accuracy"], sl["accuracy"]))
-    if sparse_wins:
-        n = sum(w for _, w, _, _ in sparse_wins)
-        floors.append(("distilled sparse student beats label-trained sparse on >= 2 of IMDB, SST-2, banking77",
-                       "; ".join(f"{k}: {100 * a:.2f} vs {100 * b:.2f}" for k, _, a, b in sparse_wins),
-                       n >= 2 if len(sparse_wins) == 3 or n >= 2 else None))
-    lines.append("")
-    return floors
+            rows.append(None if isinstance(measured, Missing) else f"| {label} | {measured} | {floor(ok)} |")
+    if not any(rows):
+        return []
+    rows = [r or f"| {label} | - | not run |" for r, (label, _, _) in zip(rows, floors)]
+    return [heading, "", "| floor | measured | status |", "|---|---|---|", *rows, ""]
 
 
-def update_compress(text: str, results: Path) -> str:
-    """Replace the compression section and its floors table in an existing BENCHMARKS.md (the
-    other sections are left as they are; their JSON results need not be present). A dataset
-    without a results/compress-NAME.json keeps its old subsection and floor rows, marked with
-    the date they came from."""
-    import re
+def render(results: Path = RESULTS, existing: str = "") -> str:
+    old = Existing(existing)
+    body: list[str] = []
+    core_floors: list[str] = []
+    for section, heading, place in SECTIONS:
+        if place == "after" and core_floors:  # the first section after the core ones
+            body, core_floors = body + core_floors, []
+        lines, floors = section(results)
+        body += expand(lines, old)
+        if heading:
+            table = floors_table(heading, floors, old)
+            if place == "core":
+                core_floors += table
+            else:
+                body += table
+    return "\n".join(body + core_floors)
 
-    ran = {p.stem.split("-", 1)[1] for p in results.glob("compress-*.json")}
-    lines: list[str] = []
-    floors = _compress_section(results, lines)
-    head = "## Compression: export, int8, distillation (issue #3)"
-    start, end = text.index(head), text.index("## Floors from issue #2")
-    old_blocks = text[start:end].rstrip().split("\n### ")
-    new_blocks = "\n".join(lines).rstrip().split("\n### ")
-    by_name = {b.split()[0]: b for b in new_blocks[1:]}
-    kept = {b.split()[0]: b for b in old_blocks[1:] if b.split()[0] not in ran}
-    order = [b.split()[0] for b in old_blocks[1:]] + [n for n in by_name if n not in kept]
-    blocks = [by_name.get(n) or kept[n] for n in dict.fromkeys(order)]
-    section = new_blocks[0].rstrip() + "".join("\n\n### " + b.rstrip() for b in blocks) + "\n\n"
-    text = text[:start] + section + text[end:]
-    fhead = "## Floors from issue #3 (compression)"
-    fs = text.index(fhead)
-    fe = text.index("\n\n", text.index("|---|", fs)) + 1
-    old_rows = [ln for ln in text[fs:fe].splitlines() if ln.startswith("| ") and not ln.startswith("| floor")]
-    rows = [f"| {f} | {m} | {_floor(ok)} |" for f, m, ok in floors]
-    for ln in old_rows:
-        name = ln[2:].split(":", 1)[0]
-        if name in kept:
-            rows.append(ln.replace(" | **", f" (run of an earlier date, see its table) | **", 1))
-    sparse = next((i for i, r in enumerate(rows) if r.startswith("| distilled sparse student")), None)
-    old_sparse = next((ln for ln in old_rows if ln.startswith("| distilled sparse student")), "")
-    if sparse is not None and kept and old_sparse:
-        pairs = dict(re.findall(r"(\w+): ([\d.]+ vs [\d.]+)", rows[sparse]))
-        pairs |= {k: v for k, v in re.findall(r"(\w+): ([\d.]+ vs [\d.]+)", old_sparse) if k in kept}
-        wins = sum(float(v.split(" vs ")[0]) > float(v.split(" vs ")[1]) for v in pairs.values())
-        rows[sparse] = ("| distilled sparse student beats label-trained sparse on >= 2 of IMDB, SST-2, banking77 | "
-                        + "; ".join(f"{k}: {v}" for k, v in pairs.items()) + f" ({', '.join(sorted(kept))} from an "
-                        f"earlier run) | {_floor(wins >= 2 if len(pairs) == 3 else None)} |")
-    table = "\n".join([fhead, "", "| floor | measured | status |", "|---|---|---|"] + rows) + "\n"
-    return text[:fs] + table + text[fe:]
+
+def write(results: Path = RESULTS, target: Path = BENCHMARKS_MD, existing: Path | None = None) -> Path:
+    """Render ``results`` into ``target``, keeping what has no results from ``existing`` (default: target)."""
+    existing = existing or target
+    text = render(results, existing.read_text(encoding="utf-8") if existing.is_file() else "")
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the JSON results (default: benchmarks/results)")
+    ap.add_argument("--out", type=Path, default=BENCHMARKS_MD, help="where to write (default: BENCHMARKS.md)")
+    ap.add_argument("--existing", type=Path, default=BENCHMARKS_MD,
+                    help="the file whose blocks are kept where results are missing (default: BENCHMARKS.md)")
+    a = ap.parse_args()
+    print(f"wrote {write(a.results, a.out, a.existing)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py            # everything (about 1.5 h on 2 CPU cores), resumable
     python benchmarks/run.py --only banking77 --only imdb
-    python benchmarks/run.py --render   # rewrite BENCHMARKS.md from finished results
+    python benchmarks/run.py --render   # rewrite BENCHMARKS.md from finished results (= benchmarks/render.py)
 
 Peers, on the same data, base model, epochs, batch size, learning rates, max length and seed:
 - sparse family  vs scikit-learn TfidfVectorizer + LogisticRegression (word 1-2-grams; char 1-3 for Chinese)
@@ -15,9 +15,7 @@ are cached as JSON in ``benchmarks/results/`` so an interrupted run resumes. Nee
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -25,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import RESULTS, ROOT, SHARED, result_path, save_result
 
 # Transformer settings shared by niche and the HF peer. Subsets are documented in BENCHMARKS.md.
 DATASETS = {
@@ -279,18 +275,7 @@ def child(name: str, system: str) -> None:
     t0 = time.perf_counter()
     res = SYSTEMS[system](name, work)
     res |= {"dataset": name, "system": system, "peak_rss_mb": peak_mb(), "wall_s": time.perf_counter() - t0}
-    tmp = RESULTS / f".{name}-{system}.json.tmp"
-    tmp.write_text(json.dumps(res, indent=2))
-    os.replace(tmp, RESULTS / f"{name}-{system}.json")
-
-
-def machine() -> str:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{os.cpu_count()} CPU cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads, Python {platform.python_version()}")
+    save_result(f"{name}-{system}", res, RESULTS, command=f"python benchmarks/run.py --job {name}:{system}")
 
 
 def main() -> None:
@@ -308,13 +293,13 @@ def main() -> None:
         os.execv(sys.executable, [sys.executable, __file__] + [x for x in sys.argv[1:] if x != "--smoke"])
     if a.child:
         return child(*a.child)
-    if not SHARED.is_dir():
-        sys.exit(f"{SHARED} not found: the benchmark needs the shared datasets (see README).")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     if not a.render:
+        if not SHARED.is_dir():
+            sys.exit(f"{SHARED} not found: the benchmark needs the shared datasets (see README).")
+        RESULTS.mkdir(parents=True, exist_ok=True)
         jobs = [tuple(j.split(":", 1)) for j in a.job] or plan(a.only)
         for name, system in jobs:
-            out = RESULTS / f"{name}-{system}.json"
+            out = result_path(f"{name}-{system}", RESULTS)
             if out.exists() and not a.force and not a.job:
                 print(f"[cached] {name} {system}")
                 continue
@@ -323,11 +308,9 @@ def main() -> None:
             r = subprocess.run([sys.executable, __file__, "--child", name, system])
             print(f"[{'done' if r.returncode == 0 else 'FAILED'}] {name} {system} in {time.perf_counter() - t0:.0f} s",
                   flush=True)
-    from render import render
+    import render
 
-    target = RESULTS / "BENCHMARKS.smoke.md" if SMOKE else ROOT / "BENCHMARKS.md"
-    target.write_text(render(RESULTS, DATASETS, machine(), " ".join(sys.argv[1:])))
-    print(f"wrote {target}")
+    print(f"wrote {render.write(RESULTS, RESULTS / 'BENCHMARKS.smoke.md') if SMOKE else render.write()}")
 
 
 if __name__ == "__main__":
