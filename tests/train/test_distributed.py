@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import build_tiny_bert, free_port, toy_texts, write_csv
+from tests.conftest import build_tiny_bert, free_port, toy_texts, write_csv
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on CPU is tested on Linux")
 

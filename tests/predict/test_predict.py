@@ -16,7 +16,7 @@ from niche import TextClassifier
 from niche.errors import DataError, ResumeError
 from niche.predict import predict_file
 
-from .conftest import toy_texts, write_csv
+from tests.conftest import toy_texts, write_csv
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from niche import TextClassifier
 from niche.errors import ConfigError, DataError, ResumeError
 from niche.predict import predict_file
 
-from .conftest import TINY, toy_texts, write_csv
+from tests.conftest import TINY, toy_texts, write_csv
 
 try:
     import ray

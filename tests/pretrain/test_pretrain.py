@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from .conftest import TINY, toy_texts, write_csv
+from tests.conftest import TINY, toy_texts, write_csv
 
 from niche import TextClassifier
 from niche.cli import app

@@ -15,7 +15,7 @@ from niche.data import LabeledData
 from niche.compress import DistillConfig, distill, layer_spread, parse_student
 from niche.errors import ConfigError
 
-from .conftest import TINY, toy_texts
+from tests.conftest import TINY, toy_texts
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'niche[onnx]')")
 
