@@ -248,7 +248,8 @@ class PretrainConfig:
     mlm_prob: float = 0.15
     """Share of the tokens chosen for prediction (80 % of them become [MASK], 10 % a random token)."""
     masking: Literal["whole-word", "token", "jieba"] = "whole-word"
-    """``whole-word``: word pieces are masked with their word; ``token``: tokens independently; ``jieba``: Chinese characters with their jieba word."""
+    """``whole-word``: word pieces are masked with their word; ``token``: tokens independently;
+    ``jieba``: Chinese characters with their jieba word."""
     extend_vocab: int = 0
     """Continued pretraining only: add up to N frequent corpus words that the base tokenizer splits
     into several pieces or [UNK] (embeddings start at the mean of their pieces)."""
@@ -377,18 +378,23 @@ def field_docs(cls: type) -> dict[str, str]:
     inherited ones included; a subclass's docstring wins over its base's. Fields without one are absent."""
     import ast
     import inspect
-    import textwrap
+    import sys
+    from itertools import pairwise
 
     docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object or not hasattr(klass, "__dataclass_fields__"):
-            continue
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
-        for stmt, nxt in zip(body, body[1:]):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    for klass in reversed(cls.__mro__[:-1]):  # without object
+        if klass.__module__ not in _TREES:  # once per module (inspect.getsource(klass) parses the module per class)
+            _TREES[klass.__module__] = ast.parse(inspect.getsource(sys.modules[klass.__module__]))
+        for node in _TREES[klass.__module__].body:
+            if isinstance(node, ast.ClassDef) and node.name == klass.__qualname__:
+                for stmt, nxt in pairwise(node.body):
+                    if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                            and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                        docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
     return docs
+
+
+_TREES: dict[str, Any] = {}
 
 
 def positive(cfg: Any, *names: str) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from . import _friendly, err, out
+from ._common import err, friendly, out
 
 assistant_app = typer.Typer(no_args_is_help=True,
                             help="Customer-service assistant: intents, canned answers, and an honest 'I don't know'.")
@@ -30,7 +30,7 @@ def _bundled_clinc150() -> Path:
 
 
 @assistant_app.command("build")
-@_friendly
+@friendly
 def build(
     data: Annotated[Path, typer.Option("--data", help="Labeled utterances (text,label); label 'oos' marks out-of-scope examples.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Assistant directory to write (atomically).")],
@@ -78,7 +78,7 @@ def _print_build(info: dict, out_dir: Path) -> None:
 
 
 @assistant_app.command("ask")
-@_friendly
+@friendly
 def ask(
     model_dir: Annotated[Path, typer.Argument(help="Assistant directory from `niche assistant build`.")],
     texts: Annotated[list[str], typer.Argument(help="One or more questions.")],
@@ -102,7 +102,7 @@ def ask(
 
 
 @assistant_app.command("evaluate")
-@_friendly
+@friendly
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="Assistant directory.")],
     data: Annotated[Path, typer.Option("--data", help="Labeled test utterances (out-of-scope rows labeled with the oos label).")],
@@ -132,7 +132,7 @@ def _print_metrics(named: dict[str, dict], title: str) -> None:
 
 
 @assistant_app.command("demo")
-@_friendly
+@friendly
 def demo(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with train/validation/test.csv (default: bundled CLINC150).")] = None,
     out_dir: Annotated[Path, typer.Option("--out")] = Path("runs/assistant-demo"),

