@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from niche.data import check_known_labels, check_trainable, inspect, read_labeled, stratified_split
+from niche.data import check_known_labels, check_trainable, read_labeled, stratified_split
+from niche.inspection import inspect
 from niche.errors import DataError
 
 from .conftest import toy_texts, write_csv

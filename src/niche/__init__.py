@@ -11,7 +11,8 @@ The public API::
 from .version import __version__  # noqa: E402
 
 from .classifier import TextClassifier, build_ensemble  # noqa: E402
-from .data import LabeledData, inspect, read_labeled, stratified_split  # noqa: E402
+from .data import LabeledData, read_labeled, stratified_split  # noqa: E402
+from .inspection import inspect  # noqa: E402
 from .errors import ConfigError, DataError, ModelLoadError, NicheError, ResumeError  # noqa: E402
 
 __all__ = [

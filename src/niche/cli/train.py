@@ -228,7 +228,7 @@ def data_inspect(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Class counts, lengths, duplicates, train/eval overlap and warnings."""
-    from ..data import inspect
+    from ..inspection import inspect
 
     tok = None
     if tokenizer != "none":
