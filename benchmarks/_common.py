@@ -9,11 +9,13 @@ A result is ``results/NAME.json``: the runner's own numbers plus ``command`` (ho
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,3 +119,16 @@ class Keep:
 
     heading: str
     fallback: list[str] = field(default_factory=list)
+
+
+def section_of(name: str, heading: str, floors: tuple[str, ...] = ()) -> Callable:
+    """Make ``fn(R, results) -> (lines, floors)`` the section of result NAME: ``section(results)``.
+    When the result is missing, the section is its block kept from the existing BENCHMARKS.md
+    (``heading``; the block holds its own floors table) and its ``floors`` rows kept likewise."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def section(results: Path) -> tuple[list, list[Floor]]:
+            R = load_result(name, results)
+            return ([Keep(heading)], [missing(f) for f in floors]) if R is None else fn(R, results)
+        return section
+    return wrap

@@ -1,4 +1,4 @@
-"""Assistant benchmark (issue 5B) on CLINC150, written to BENCHMARKS.md by `python benchmarks/run.py --render`.
+"""Assistant benchmark on CLINC150, written to BENCHMARKS.md by `python benchmarks/render.py`.
 
     python benchmarks/assistant.py            # ~1 h on 2 cores (two MiniLM fine-tunings); cached steps are reused
     python benchmarks/assistant.py --redo     # retrain everything
@@ -22,19 +22,15 @@ share of declined queries that are really out of scope.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import DATA, RESULTS, ROOT, save_result
+
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT / "data" / "clinc150"
+CLINC = DATA / "clinc150"
 
 
 def main() -> None:
@@ -53,7 +49,7 @@ def main() -> None:
 
     work = RESULTS / "work" / "assistant"
     work.mkdir(parents=True, exist_ok=True)
-    train, val, test = (read_labeled(DATA / f"{s}.csv") for s in ("train", "validation", "test"))
+    train, val, test = (read_labeled(CLINC / f"{s}.csv") for s in ("train", "validation", "test"))
 
     def ins(d):
         return d.subset([i for i, lab in enumerate(d.labels) if lab != "oos"])
@@ -121,12 +117,8 @@ def main() -> None:
            "target_oos_precision": a.target,
            "classifier_note": clf_in.info_["training"].get("stopped"),
            "main_system": "niche assistant, MiniLM classifier" + (f", expected oos rate {a.expected_oos_rate}"
-                                                                  if a.expected_oos_rate else ""), "classifier": params, "train_seconds": timings, "systems": systems,
-           "command": "python benchmarks/assistant.py " + " ".join(sys.argv[1:]),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "date": time.strftime("%Y-%m-%d")}
-    (RESULTS / "assistant.json").write_text(json.dumps(res, indent=2))
-    print(f"wrote {RESULTS / 'assistant.json'}")
+                                                                  if a.expected_oos_rate else ""), "classifier": params, "train_seconds": timings, "systems": systems}
+    print(f"wrote {save_result('assistant', res)}")
 
 
 if __name__ == "__main__":

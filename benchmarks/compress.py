@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import sys
@@ -37,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 import run as core  # noqa: E402  (same data loading, seeds and splits as the core benchmark)
+from _common import load_result, result_path, save_result  # noqa: E402
 
 RESULTS = core.RESULTS
 TRANSFER = {"imdb": 3000}
@@ -67,15 +66,13 @@ def main() -> None:
         print(f"wrote {render.write(RESULTS)}")
         return
     for name in a.only or ["banking77", "sst2", "imdb"]:
-        out = RESULTS / f"compress-{name}.json"
-        if out.exists() and not a.redo:
+        if result_path(f"compress-{name}", RESULTS).exists() and not a.redo:
             print(f"[cached] {name}")
             continue
         t0 = time.perf_counter()
-        res = run_dataset(name, reuse=a.reuse, rebuild=set(a.step), previous=json.loads(out.read_text()) if out.exists() else {})
+        res = run_dataset(name, reuse=a.reuse, rebuild=set(a.step), previous=load_result(f"compress-{name}", RESULTS) or {})
         res["wall_s"] = time.perf_counter() - t0
-        out.write_text(json.dumps(res, indent=2))
-        print(f"[done] {name} in {res['wall_s']:.0f} s -> {out}")
+        print(f"[done] {name} in {res['wall_s']:.0f} s -> {save_result(f'compress-{name}', res, RESULTS)}")
 
 
 def run_dataset(name: str, reuse: bool = False, rebuild: set[str] = frozenset(), previous: dict | None = None) -> dict:
@@ -158,9 +155,7 @@ def run_dataset(name: str, reuse: bool = False, rebuild: set[str] = frozenset(),
     return {"dataset": name, "eval": core.DATASETS[name]["test_name"], "n_eval": len(te), "n_train": len(tr),
             "n_dev": len(dev), "n_transfer": len(transfer or []), "steps": steps, "models": rows,
             "student_params": tf_params, "int8_choice": int8_choice, "speed_rounds": ROUNDS,
-            "fusion": {k: o.get("fusion") for k, o in onnx_info.items()},
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "date": time.strftime("%Y-%m-%d")}
+            "fusion": {k: o.get("fusion") for k, o in onnx_info.items()}}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Distributed training benchmark (issue 7): 1 process vs 2 DDP processes (torchrun, gloo) on CPU.
+"""Distributed training benchmark: 1 process vs 2 DDP processes (torchrun, gloo) on CPU.
 
     python benchmarks/ddp.py                  # bundled banking77, ~30 min on 2 cores
     python benchmarks/ddp.py --epochs 1       # quicker
@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT / "data" / "banking77"
+from _common import DATA, RESULTS, save_result
+
+BANKING77 = DATA / "banking77"
 
 
 def main() -> None:
@@ -37,7 +35,7 @@ def main() -> None:
     work = RESULTS / "work" / "ddp"
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    args = ["train", "--data", str(DATA / "train.csv"), "--test", str(DATA / "test.csv"), "--epochs", str(a.epochs),
+    args = ["train", "--data", str(BANKING77 / "train.csv"), "--test", str(BANKING77 / "test.csv"), "--epochs", str(a.epochs),
             "--max-len", str(a.max_len), "--batch-size", "32", "--lr", "1e-4", "--seed", "42", "--patience", "0",
             "--device", "cpu", "--quiet"]
     runs = {}
@@ -64,11 +62,8 @@ def main() -> None:
     c1, c2 = np.array(one["loss_curve"])[:, 1], np.array(two["loss_curve"])[:, 1]
     res = {"dataset": "banking77 (bundled)", "epochs": a.epochs, "max_len": a.max_len, "global_batch": 32, "runs": runs,
            "max_loss_curve_diff": float(np.abs(c1 - c2).max()), "speed_ratio_2_vs_1": two["samples_per_s"] / one["samples_per_s"],
-           "command": "python benchmarks/ddp.py " + " ".join(sys.argv[1:]), "load_average_end": os.getloadavg()[0],
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "date": time.strftime("%Y-%m-%d")}
-    (RESULTS / "ddp.json").write_text(json.dumps(res, indent=2))
-    print(f"wrote {RESULTS / 'ddp.json'}")
+           "load_average_end": os.getloadavg()[0]}
+    print(f"wrote {save_result('ddp', res)}")
 
 
 if __name__ == "__main__":

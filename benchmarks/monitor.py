@@ -1,4 +1,4 @@
-"""Monitor benchmark (issue 5A): burst detection on a Financial PhraseBank replay, and ingestion
+"""Monitor benchmark: burst detection on a Financial PhraseBank replay, and ingestion
 throughput against the model's own prediction speed, in one run.
 
     python benchmarks/monitor.py                      # sparse model (needs ../shared/data)
@@ -26,29 +26,35 @@ throughput against the model's own prediction speed, in one run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import RESULTS, ROOT, load_result, result_path, save_result, stamp
+
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS = ROOT / "benchmarks" / "results"
 
 
-def machine() -> str:
-    cpu = ""
+@contextmanager
+def _part() -> Iterator[tuple[dict, Path]]:
+    """For a part run on its own: the existing results/monitor.json and a scratch folder; the
+    result is written back when the part succeeds."""
+    res = load_result("monitor")
+    if res is None:
+        sys.exit(f"{result_path('monitor')} missing: run `python benchmarks/monitor.py` first")
+    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()}-core VM, {cpu or platform.processor()}, Python {platform.python_version()}"
+        yield res, work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    save_result("monitor", res, stamped=False)
 
 
 def detection(clf, pool, seeds: list[int], work: Path, only_default: bool = False, rules: dict | None = None) -> dict:
@@ -140,41 +146,27 @@ def transformer_part(train, pool, work: Path) -> tuple[dict, dict]:
 def add_transformer() -> None:
     from niche.apps.monitor import phrasebank_split
 
-    path = RESULTS / "monitor.json"
-    res = json.loads(path.read_text())
     train, pool = phrasebank_split()
-    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     t0 = time.perf_counter()
-    try:
+    with _part() as (res, work):
         res["models"]["transformer"], res["throughput"]["transformer"] = transformer_part(train, pool, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    res["transformer_added"] = {"command": "python benchmarks/monitor.py --add-transformer",
-                                "date": dt.date.today().isoformat(), "wall_s": round(time.perf_counter() - t0, 1)}
-    path.write_text(json.dumps(res, indent=2))
-    print(f"added the transformer to {path}")
+        res["transformer_added"] = stamp() | {"wall_s": round(time.perf_counter() - t0, 1)}
+    print(f"added the transformer to {result_path('monitor')}")
 
 
 def detect_transformer(first_seed: int, n_seeds: int) -> None:
     """The detection part with a fine-tuned MiniLM (default rule only), added to results/monitor.json."""
     from niche.apps.monitor import phrasebank_split
 
-    path = RESULTS / "monitor.json"
-    res = json.loads(path.read_text())
     train, pool = phrasebank_split()
-    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     t0 = time.perf_counter()
-    try:
+    with _part() as (res, work):
         tr, res["models"]["transformer"] = fit_transformer(train, pool, precision="bf16")
         print("transformer pool", res["models"]["transformer"], flush=True)
         det = detection(tr, pool, list(range(first_seed, first_seed + n_seeds)), work, only_default=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    D = next(iter(det.values()))
-    res["detection_transformer"] = D | {"command": "python benchmarks/monitor.py --detect-transformer",
-                                        "seeds": [first_seed, first_seed + n_seeds - 1],
-                                        "date": dt.date.today().isoformat(), "wall_s": round(time.perf_counter() - t0, 1)}
-    path.write_text(json.dumps(res, indent=2))
+        D = next(iter(det.values()))
+        res["detection_transformer"] = D | stamp() | {"seeds": [first_seed, first_seed + n_seeds - 1],
+                                                      "wall_s": round(time.perf_counter() - t0, 1)}
     print(f"transformer detection: {D['detected']}/{len(D['runs'])}, false alerts {D['false_alerts']}")
 
 
@@ -210,19 +202,15 @@ def detect_compare(tune_seeds: list[int], eval_seeds: list[int]) -> None:
     from niche import TextClassifier
     from niche.apps.monitor import AlertRule, phrasebank_split
 
-    path = RESULTS / "monitor.json"
-    res = json.loads(path.read_text())
     train, pool = phrasebank_split()
-    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
     names = {a: f"binomial, alpha {a:.0e}, >= 6 negatives" + (" (default)" if a == AlertRule().alpha else "")
              for a in COMPARE_ALPHAS}
     rules = {names[a]: AlertRule(alpha=a) for a in COMPARE_ALPHAS}
-    out: dict = {"command": "python benchmarks/monitor.py --detect-compare", "date": dt.date.today().isoformat(),
-                 "machine": machine(), "tune_seeds": [tune_seeds[0], tune_seeds[-1]],
-                 "eval_seeds": [eval_seeds[0], eval_seeds[-1]], "models": {}}
-    try:
+    out: dict = stamp() | {"tune_seeds": [tune_seeds[0], tune_seeds[-1]], "eval_seeds": [eval_seeds[0], eval_seeds[-1]],
+                           "models": {}}
+    with _part() as (res, work):
         sparse = TextClassifier("sparse").fit([t for t, _ in train], [lab for _, lab in train])
         m = sparse.evaluate([t for t, _ in pool], [lab for _, lab in pool])
         minilm, minfo, _ = cached_minilm(train, pool)
@@ -248,12 +236,9 @@ def detect_compare(tune_seeds: list[int], eval_seeds: list[int]) -> None:
                 "replays": len(v["runs"])} for k, v in d.items()}
             out["models"][name] = infos[name] | {"tuning": strip(tune), "chosen_alpha": chosen,
                                                  "chosen_rule": names[chosen], "eval": strip(ev)}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    out["wall_s"] = round(time.perf_counter() - t0, 1)
-    out["load_average_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
-    res["detection_compare"] = out
-    path.write_text(json.dumps(res, indent=2))
+        out["wall_s"] = round(time.perf_counter() - t0, 1)
+        out["load_average_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+        res["detection_compare"] = out
     for name, r in out["models"].items():
         e = r["eval"][r["chosen_rule"]]
         print(f"{name}: chosen {r['chosen_rule']}: fresh {e['detected']}/{e['replays']}, false alerts {e['false_alerts']}")
@@ -276,20 +261,13 @@ def throughput_transformer(repeats: int) -> None:
     """Ingestion vs predict_proba with the fine-tuned MiniLM (4,000 texts), added to results/monitor.json."""
     from niche.apps.monitor import phrasebank_split
 
-    path = RESULTS / "monitor.json"
-    res = json.loads(path.read_text())
     train, pool = phrasebank_split()
     minilm, _, model_dir = cached_minilm(train, pool)
-    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     load0 = os.getloadavg()[0]
-    try:
+    with _part() as (res, work):
         tp = throughput(minilm, model_dir, pool, work, repeats, n=4000, label="transformer")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    tp["rerun"] = {"command": "python benchmarks/monitor.py --throughput-transformer", "date": dt.date.today().isoformat(),
-                   "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
-    res["throughput"]["transformer"] = tp
-    path.write_text(json.dumps(res, indent=2))
+        tp["rerun"] = stamp() | {"load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+        res["throughput"]["transformer"] = tp
     print(f"transformer ingestion ratio thread {tp['ratio_thread']} / process {tp['ratio_process']}")
 
 
@@ -297,21 +275,14 @@ def rerun_throughput(repeats: int) -> None:
     from niche import TextClassifier
     from niche.apps.monitor import phrasebank_split
 
-    path = RESULTS / "monitor.json"
-    res = json.loads(path.read_text())
     train, pool = phrasebank_split()
-    work = Path(tempfile.mkdtemp(prefix="niche-monitor-bench-"))
     load0 = os.getloadavg()[0]
-    try:
+    with _part() as (res, work):
         clf = TextClassifier("sparse").fit([t for t, _ in train], [lab for _, lab in train])
         res["throughput"]["sparse"] = throughput(clf, clf.save(work / "sparse"), pool, work, repeats)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    res["throughput"]["sparse"]["rerun"] = {"command": "python benchmarks/monitor.py --throughput-only",
-                                            "date": dt.date.today().isoformat(),
-                                            "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
-    path.write_text(json.dumps(res, indent=2))
-    print(f"updated the sparse throughput in {path}")
+        res["throughput"]["sparse"]["rerun"] = stamp() | {
+            "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    print(f"updated the sparse throughput in {result_path('monitor')}")
 
 
 def main() -> None:
@@ -375,15 +346,11 @@ def main() -> None:
             models["transformer"], tp["transformer"] = transformer_part(train, pool, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    res = {"command": "python benchmarks/monitor.py" + (" --transformer" if a.transformer else ""),
-           "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
-           "date": dt.date.today().isoformat(), "machine": machine(),
+    res = {"seeds": [a.first_seed, a.first_seed + a.seeds - 1],
            "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
            "train_sentences": len(train), "pool_sentences": len(pool), "models": models, "detection": det,
            "throughput": tp, "wall_s": round(time.perf_counter() - t_start, 1)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "monitor.json").write_text(json.dumps(res, indent=2))
-    print(f"written {RESULTS / 'monitor.json'} in {res['wall_s']:.0f} s")
+    print(f"written {save_result('monitor', res)} in {res['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""onnxruntime session settings that niche uses, against onnxruntime's defaults (issue 3 follow-up).
+"""onnxruntime session settings that niche uses, against onnxruntime's defaults (a compression follow-up).
 
     python benchmarks/onnx_runtime.py            # banking77 and IMDB; needs benchmarks/compress.py's models
 
@@ -12,15 +12,12 @@ ways to run the same graph, measured in the same run on the first 512 evaluation
   masked      the same as niche, but every batch runs the masked graph
 each "alone" (the model runs back to back) and "after another model" (the fp32 ONNX teacher predicts
 128 texts right before each timed pass: a process that serves or compares several models).
-Writes results/onnx_runtime.json; `python benchmarks/render_apps.py` puts it in BENCHMARKS.md.
+Writes results/onnx_runtime.json; `python benchmarks/render.py` puts it in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 import run as core  # noqa: E402
+from _common import load_result, save_result  # noqa: E402
 
 RESULTS = core.RESULTS
 VARIANTS = ("niche", "spinning", "sleeping", "masked")
@@ -88,14 +86,10 @@ def main() -> None:
     ap.add_argument("--only", action="append", choices=["banking77", "imdb"])
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
-    out = RESULTS / "onnx_runtime.json"
-    res = json.loads(out.read_text()) if out.exists() else {}
+    res = load_result("onnx_runtime", RESULTS) or {}
     for name in a.only or ["banking77", "imdb"]:
         res[name] = run_dataset(name, a.rounds)
-    res["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    res["date"] = time.strftime("%Y-%m-%d")
-    out.write_text(json.dumps(res, indent=2))
-    print(f"-> {out}")
+    print(f"-> {save_result('onnx_runtime', res, RESULTS)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""English domain-adaptive pretraining (issue 6, part 6): continued MLM of all-MiniLM-L6-v2 on IMDB
+"""English domain-adaptive pretraining: continued MLM of all-MiniLM-L6-v2 on IMDB
 train texts, then fine-tuning, against fine-tuning MiniLM as it ships, same fine-tuning budget.
 
     python benchmarks/pretrain_en.py --mlm-minutes 15
@@ -13,19 +13,16 @@ autocast, the same epochs/learning rate/seed for both encoders.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import RESULTS, ROOT, SHARED, load_result, save_result
+
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "pretrain_en"
-IMDB = ROOT.parent / "shared" / "data" / "imdb"
+IMDB = SHARED / "imdb"
 
 
 def main() -> None:
@@ -38,17 +35,13 @@ def main() -> None:
     a = ap.parse_args()
     if not IMDB.is_dir():
         sys.exit(f"{IMDB} not found: this benchmark reads IMDB from ../shared/data in place.")
-    from pretrain_zh import machine
-
     from niche import TextClassifier, read_labeled
     from niche.pretrain import PretrainConfig, pretrain
 
-    out_path = RESULTS / "pretrain_en.json"
-    res = json.loads(out_path.read_text()) if out_path.is_file() and not a.redo else {}
-    res["machine"] = machine()
+    res = (None if a.redo else load_result("pretrain_en")) or {}
 
     def save() -> None:
-        out_path.write_text(json.dumps(res, indent=2, ensure_ascii=False))
+        save_result("pretrain_en", res)
 
     adapted = WORK / "minilm-imdb-mlm"
     if not (adapted / "model.safetensors").is_file() or a.redo:

@@ -1,4 +1,4 @@
-"""Chinese without Chinese weights (issue 6, part 5): pretrain a small BERT from scratch on the
+"""Chinese without Chinese weights: pretrain a small BERT from scratch on the
 unlabeled Chinese texts of ../shared/data, then fine-tune it, against peers in the same run.
 
     python benchmarks/pretrain_zh.py pretrain --minutes 65     # MLM pretraining, wall-clock budget
@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import RESULTS, ROOT, SHARED, load_result, save_result
+
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "work" / "pretrain_zh"
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def corpus_files() -> tuple[list[Path], list[Path]]:
@@ -48,14 +45,6 @@ def corpus_files() -> tuple[list[Path], list[Path]]:
     return corpus, exclude
 
 
-def machine() -> dict:
-    import torch
-
-    return {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-
-
 def stage_pretrain(a: argparse.Namespace) -> None:
     from niche.pretrain import PretrainConfig, pretrain
 
@@ -65,9 +54,8 @@ def stage_pretrain(a: argparse.Namespace) -> None:
                          eval_every=1000, checkpoint_every=500, masking=a.masking)
     rep = pretrain(corpus, WORK / "zh-bert", cfg, exclude=exclude, resume=a.resume,
                    checkpoint_dir=WORK / "zh-bert.checkpoints")
-    out = {k: v for k, v in rep.items() if k not in ("train_loss",)} | {"machine": machine()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pretrain_zh_pretrain.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    out = {k: v for k, v in rep.items() if k not in ("train_loss",)}
+    save_result("pretrain_zh_pretrain", out)
     print(json.dumps({k: out[k] for k in ("steps", "tokens_seen", "train_seconds", "tokens_per_second", "dev_loss")}, ensure_ascii=False))
 
 
@@ -119,14 +107,13 @@ def stage_evaluate(a: argparse.Namespace) -> None:
     zh = Path(a.zh) if a.zh else WORK / "zh-bert"
     if not (zh / "model.safetensors").is_file():
         sys.exit(f"{zh}: run the pretrain stage first")
-    out_path = RESULTS / ("pretrain_zh_eval_smoke.json" if a.smoke else "pretrain_zh_eval.json")
-    res = json.loads(out_path.read_text()) if out_path.is_file() and not a.redo else {}
-    res["machine"] = machine()
+    result = "pretrain_zh_eval_smoke" if a.smoke else "pretrain_zh_eval"
+    res = (None if a.redo else load_result(result)) or {}
     res["pretrain"] = json.loads((zh / "pretrain_report.json").read_text())
     res["pretrain"].pop("train_loss", None)
 
     def save() -> None:
-        out_path.write_text(json.dumps(res, indent=2, ensure_ascii=False))
+        save_result(result, res)
 
     csc = {s: read_labeled(SHARED / "chnsenticorp" / f"{s}.csv") for s in ("train", "validation", "test")}
     if a.smoke:  # a few minutes end to end, to check the script before the real run

@@ -16,13 +16,11 @@ import argparse
 import csv
 import json
 import os
-import platform
-import sys
 import time
-from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import DATA, ROOT, save_result
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def make_input(path: Path, rows: int) -> Path:
     from niche import read_labeled
 
-    d = ROOT / "data" / "banking77"
+    d = DATA / "banking77"
     texts = read_labeled(d / "train.csv").texts + read_labeled(d / "test.csv").texts
     with path.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
@@ -82,12 +80,8 @@ def main() -> None:
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    train = read_labeled(ROOT / "data" / "banking77" / "train.csv")
-    results = {"command": "python benchmarks/ray_scoring.py " + " ".join(sys.argv[1:]),
-               "date": date.today().isoformat(),
-               "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, {platform.python_version()}, "
-                          "no GPU; shared with other jobs while measured",
-               "models": {}}
+    train = read_labeled(DATA / "banking77" / "train.csv")
+    results: dict = {"models": {}}
     import ray
 
     results["ray_version"] = ray.__version__
@@ -103,9 +97,7 @@ def main() -> None:
             TextClassifier("transformer", epochs=1, max_len=64, batch_size=32).fit(sl, progress=False).save(tf)
         tin = make_input(work / "input-tf.csv", args.transformer_rows)
         results["models"]["minilm"] = {"input_rows": args.transformer_rows, **run_engines(tf, tin, work, "minilm")}
-    dst = ROOT / "benchmarks" / "results" / "ray_scoring.json"
-    dst.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written {dst}")
+    print(f"written {save_result('ray_scoring', results)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Recommendation benchmark (issue 8): both protocols on MovieLens latest-small, niche against
+"""Recommendation benchmark: both protocols on MovieLens latest-small, niche against
 popularity, item-kNN and ALS (``implicit``) in one run, plus ranking latency.
 
     .venv/bin/python benchmarks/recommend.py            # ~11-20 min on 2 shared CPU cores (--steps N: + phase 2)
@@ -10,10 +10,7 @@ writes benchmarks/results/recommend.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,8 +20,9 @@ import numpy as np
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-HERE = Path(__file__).resolve().parent
-ML = HERE.parent.parent / "shared" / "data" / "movielens-latest-small"
+from _common import SHARED, result_path, save_result  # noqa: E402
+
+ML = SHARED / "movielens-latest-small"
 
 
 def log(msg: str) -> None:
@@ -46,7 +44,7 @@ def latency(rec, users: list[str], repeats: int = 1) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "recommend.json")
+    ap.add_argument("--out", type=Path, default=result_path("recommend"))
     ap.add_argument("--steps", type=int, default=None, help="Phase-2 fine-tuning steps (default: the library's).")
     ap.add_argument("--tower-epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
@@ -82,10 +80,6 @@ def main() -> None:
     except ImportError:
         implicit_version = None
     out = {
-        "command": "python benchmarks/recommend.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
-        "machine": f"2-core VM shared with other jobs ({platform.machine()}, {os.cpu_count()} CPUs visible, "
-                   f"torch threads {args.threads})",
-        "date": dt.date.today().isoformat(),
         "data": "movielens-latest-small (read in place from ../shared/data)",
         "config": dict(vars(RecommendConfig(**params))),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -93,9 +87,7 @@ def main() -> None:
         "total_seconds": round(time.perf_counter() - t0, 1),
         "latency": lat,
     } | res
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
-    log(f"written {args.out}")
+    log(f"written {save_result(args.out.stem, out, args.out.parent)}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ def write(results: Path = RESULTS, target: Path = BENCHMARKS_MD, existing: Path 
     """Render ``results`` into ``target``, keeping what has no results from ``existing`` (default: target)."""
     existing = existing or target
     text = render(results, existing.read_text(encoding="utf-8") if existing.is_file() else "")
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     return target
 

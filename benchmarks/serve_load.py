@@ -3,7 +3,7 @@
     python benchmarks/serve_load.py [--model DIR] [--duration 15] [--soak-seconds 600]
 
 Needs Debian's `wrk` (apt-get install wrk). Writes benchmarks/results/serve-load.json; then
-`python benchmarks/run.py --render` puts it in BENCHMARKS.md. Measures, in one run:
+`python benchmarks/render.py` puts it in BENCHMARKS.md. Measures, in one run:
 - requests/s, p50 and p99 latency at concurrency 1, 8, 32 for short texts (banking77 test) and
   long texts (IMDB test slice, when ../shared is present), server RSS after the runs;
 - the p50 overhead of the service at concurrency 1 over a bare in-process ``predict`` of one text;
@@ -30,9 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import DATA, RESULTS, ROOT, SHARED, load_result, save_result
 
 LUA = r"""
 local bodies = {}
@@ -156,7 +154,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from niche import read_labeled
 
-    short = read_labeled(ROOT / "data" / "banking77" / "test.csv").texts
+    short = read_labeled(DATA / "banking77" / "test.csv").texts
     random.Random(0).shuffle(short)
     sets = {"short (banking77)": short[:1000]}
     if (SHARED / "imdb" / "test.csv").exists():
@@ -218,15 +216,10 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    prev = RESULTS / "serve-load.json"
-    if "soak" not in res and prev.exists():  # --soak-seconds 0: keep the last soak, labeled with its run
-        old = json.loads(prev.read_text())
-        if "soak" in old:
-            res["soak"] = old["soak"] | {"from_run": old.get("soak", {}).get("from_run") or old.get("finished", "earlier run")}
-    prev.write_text(json.dumps(res, indent=2))
-    print("wrote", RESULTS / "serve-load.json")
+    old = load_result("serve-load")
+    if "soak" not in res and old and "soak" in old:  # --soak-seconds 0: keep the last soak, labeled with its run
+        res["soak"] = old["soak"] | {"from_run": old["soak"].get("from_run") or old.get("finished", "earlier run")}
+    print("wrote", save_result("serve-load", res))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def section(results: Path) -> tuple[list, list[Floor]]:
          if (r := load_result(f"{n}-{s}", results)) is not None}
     complete = {n for n, spec in core.DATASETS.items() if all((n, s) in R for s in systems(spec))}
     runs = list(R.values())
-    lines: list = [Keep("# Benchmarks", _intro(runs)) if complete != set(core.DATASETS) else _intro(runs)]
+    intro = _intro(runs)
+    lines: list = intro if complete == set(core.DATASETS) else [Keep("# Benchmarks", intro)]
     floors: list[Floor] = []
     for name, spec in core.DATASETS.items():
         block, f = _dataset(name, spec, {s: r for (n, s), r in R.items() if n == name})

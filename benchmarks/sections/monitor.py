@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _common import Floor, Keep, describe, load_result
+from _common import Floor, describe, section_of
 
 HEADING = "## Monitor: negative bursts on a Financial PhraseBank replay"
 
 
-def section(results: Path) -> tuple[list, list[Floor]]:
-    R = load_result("monitor", results)
-    if R is None:
-        return [Keep(HEADING)], []
+@section_of("monitor", HEADING)
+def section(R: dict, results: Path) -> tuple[list, list[Floor]]:
     det, tp, models = R["detection"], R["throughput"], R["models"]
     default = next(iter(det))
     D = det[default]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _common import Floor, Keep, load_result
+from _common import Floor, Keep, load_result, section_of
 
 HEADING = "## Pretraining: a Chinese BERT from scratch, no Chinese weights to start from"
 EN_HEADING = "### English: continued MLM of MiniLM on IMDB, then fine-tuning"
@@ -15,10 +15,8 @@ def _when(R: dict) -> str:
     return R.get("finished") or R["machine"]["date"]  # results before _common kept the time in "machine"
 
 
-def section(results: Path) -> tuple[list, list[Floor]]:
-    R = load_result("pretrain_zh_eval", results)
-    if R is None:
-        return [Keep(HEADING)], []
+@section_of("pretrain_zh_eval", HEADING)
+def section(R: dict, results: Path) -> tuple[list, list[Floor]]:
     P = R["pretrain"]
     c, cfg, m = P["corpus"], P["config"], R["machine"]
     lines = [HEADING, "",
