@@ -164,7 +164,7 @@ class TextClassifier:
         self.info_ = ModelInfo(
             family=self.family, labels=self.classes_, config=config_to_dict(cfg) if cfg is not None else {},
             training=training, metrics={"dev": dev_metrics},
-            base=None if self.family == "scratch" else getattr(cfg, "base", None),
+            base=getattr(cfg, "base", None) if getattr(families.get(self.family), "USES_BASE", True) else None,
             max_len=getattr(cfg, "max_len", None), truncation=getattr(cfg, "truncation", None),
         ).to_dict()
         return self.info_

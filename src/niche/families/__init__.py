@@ -7,7 +7,9 @@ and calls the module's functions. A family module provides (see :class:`Family`)
 - ``fit(cfg, task) -> (model, facts)``: train on a :class:`FitTask`; ``facts`` go to
   ``niche.json["training"]``;
 - ``load(path, cfg, info) -> model``: open a saved directory;
-- ``card_facts(info, name) -> (facts, usage)``: the family's lines of the model card.
+- ``card_facts(info, name) -> (facts, usage)``: the family's lines of the model card;
+- optionally ``USES_BASE = False`` when the config's ``base`` field means nothing for the family
+  (``niche.json`` then records no base), and ``model_card(name, info)`` for a card of its own.
 
 The fitted model object has ``predict_proba(texts, batch_size=None, progress=None)`` (an
 (n, n_classes) float array in ``labels`` order) and ``save(dir)``.

@@ -185,6 +185,7 @@ def build_scratch(cfg: ScratchConfig, labels: list[str], texts: list[str]) -> tu
 # -- the family protocol (see niche.families) ------------------------------------------------------
 
 CONFIG = ScratchConfig
+USES_BASE = False  # ScratchConfig inherits a `base` field from TransformerConfig; a scratch model has none
 
 
 def fit(cfg: ScratchConfig, task: Any) -> tuple[Any, dict[str, Any]]:

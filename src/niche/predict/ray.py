@@ -44,6 +44,7 @@ from typing import Any
 
 from ..data import detect_format, iter_rows
 from ..errors import ConfigError, DataError, NicheError, ResumeError
+from .arrow import ChunkWriter, arrow_chunk, ipc_bytes
 from .files import chunks, format_chunk
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def _encode_chunk(rows: list[dict[str, Any]], texts: list[str], header: list[str
     import pyarrow as pa
 
     t = pa.Table.from_pylist(rows, schema=schema)
-    return _ipc(t.append_column(_TEXT_COL, pa.array(texts, pa.string())))
+    return ipc_bytes(t.append_column(_TEXT_COL, pa.array(texts, pa.string())))
 
 
 def _decode_chunk(payload: bytes, parquet: bool) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -173,77 +174,11 @@ class ChunkScorer:
             rows, texts, header = _decode_chunk(payload, parquet=self.parquet_input)
             proba = self.clf.predict_proba(texts, batch_size=self.batch_size)
             if self.fmt == "parquet":
-                payloads.append(_ipc(arrow_chunk(rows, proba, self.clf.classes_, header, self.in_schema)))
+                payloads.append(ipc_bytes(arrow_chunk(rows, proba, self.clf.classes_, header, self.in_schema)))
             else:
                 payloads.append(format_chunk(self.fmt, rows, proba, self.clf.classes_, header, write_header=k == 0))
         return pa.table({"chunk": batch["chunk"], "first_row": batch["first_row"], "n": batch["n"],
                          "payload": pa.array(payloads, pa.large_binary())})
-
-
-def arrow_chunk(rows: list[dict[str, Any]], proba: Any, labels: list[str], header: list[str], in_schema: Any = None) -> Any:
-    """A scored chunk as an Arrow table, with the columns of :func:`niche.predict.format_chunk`.
-
-    Input columns keep their Parquet types (``in_schema``); CSV/TSV values stay strings.
-    Probabilities are rounded to 6 decimals, as in the local engine's JSONL output.
-    """
-    import pyarrow as pa
-
-    extra = ["predicted", "confidence"] + [f"p_{lab}" for lab in labels]
-    cols = [c for c in header if c not in extra]
-    if in_schema is not None:
-        t = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows],
-                                 schema=pa.schema([in_schema.field(c) for c in cols]))
-    else:
-        t = pa.Table.from_pylist([{c: r.get(c, "") for c in cols} for r in rows])
-    top = proba.argmax(1)
-    t = t.append_column("predicted", pa.array([labels[int(k)] for k in top], pa.string()))
-    t = t.append_column("confidence", pa.array([round(float(p[k]), 6) for p, k in zip(proba, top)], pa.float64()))
-    for j, lab in enumerate(labels):
-        t = t.append_column(f"p_{lab}", pa.array([round(float(x), 6) for x in proba[:, j]], pa.float64()))
-    return t
-
-
-def _ipc(t: Any) -> bytes:
-    import pyarrow as pa
-
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, t.schema) as w:
-        w.write_table(t)
-    return sink.getvalue().to_pybytes()
-
-
-class _Writer:
-    """Appends chunks, in order, to ``OUTPUT.partial`` (one Parquet row group per chunk)."""
-
-    def __init__(self, path: Path, fmt: str) -> None:
-        self.path, self.fmt = path, fmt
-        self.f = None if fmt == "parquet" else path.open("wb")
-        self.pq: Any = None
-
-    def write(self, payload: bytes) -> None:
-        if self.f is not None:
-            self.f.write(payload)
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        t = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
-        if self.pq is None:
-            self.schema = t.schema  # the first chunk's schema is the file's
-            self.pq = pq.ParquetWriter(self.path, t.schema)
-        elif t.schema != self.schema:
-            try:
-                t = t.select(self.schema.names).cast(self.schema)
-            except (KeyError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise DataError(f"the input's columns change type or names from row to row ({e}); Parquet output "
-                                "needs one schema. Write .csv or .jsonl instead.") from None
-        self.pq.write_table(t)
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-        if self.pq is not None:
-            self.pq.close()
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -279,6 +214,59 @@ def _niche_error(e: BaseException) -> NicheError | None:
             return cls(*x.args)
         stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
     return None
+
+
+def _write_in_order(ds: Any, writer: "ChunkWriter", bar: Any, on_chunk: Callable[[int], None] | None,
+                    ) -> tuple[int, int, float | None]:
+    """Append the scored chunks to ``writer`` in input order; (rows, chunks, time of the first result).
+    Never writes a chunk twice or skips one."""
+    done, expect, t_first = 0, 0, None
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        for k, first, n, payload in zip(*(batch[c].to_pylist() for c in ("chunk", "first_row", "n", "payload"))):
+            if k != expect or first != done:
+                raise RuntimeError(f"Ray returned chunk {k} (rows from {first}) where chunk {expect} (rows from "
+                                   f"{done}) was expected; the output would lose or duplicate rows.")
+            t_first = t_first or time.perf_counter()
+            writer.write(payload)
+            done, expect = done + n, expect + 1
+            bar.update(n)
+            if on_chunk is not None:
+                on_chunk(done)
+    return done, expect, t_first
+
+
+def _check_job(inp: Path, out: Path, model_dir: Path, text_col: str, overwrite: bool, num_workers: int | None,
+               chunk_rows: int, batch_size: int, threads: int) -> tuple[str, str, list[str], bytes | None]:
+    """Refuse a bad job before any cluster starts: (output format, input format, labels, Parquet schema)."""
+    from ..classifier import TextClassifier
+
+    fmt = OUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{out}: unsupported output extension {out.suffix!r} for --engine ray; use "
+                        f"{', '.join(OUT_FORMATS)}.")
+    if not inp.is_file():
+        raise DataError(f"{inp}: file not found. Check the path.")
+    in_fmt = detect_format(inp)
+    if out.exists() and not overwrite:
+        raise ResumeError(f"{out} already exists; the Ray engine does not resume partial outputs. Pass --overwrite "
+                          "to replace it, or choose another --out.")
+    if num_workers is not None and num_workers < 1:
+        raise ConfigError(f"--num-workers must be at least 1, got {num_workers}.")
+    if chunk_rows < 1 or batch_size < 1 or threads < 1:
+        raise ConfigError("chunk_rows, threads and --batch-size must be at least 1.")
+    labels = TextClassifier.load(model_dir).classes_  # fails early, with the fix, on a bad model dir
+    header: list[str] = []
+    for _, rec, header in iter_rows(inp):  # the text column exists? (first row only; the reader checks all)
+        if text_col not in rec:
+            raise DataError(f"{inp}: column {text_col!r} not found; columns are: {', '.join(map(str, header))}. "
+                            "Pass --text-col with one of them.")
+        break
+    in_schema = None
+    if in_fmt == "parquet" and fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        in_schema = pq.read_schema(inp).serialize().to_pybytes()
+    return fmt, in_fmt, labels, in_schema
 
 
 def predict_file_ray(
@@ -331,36 +319,10 @@ def predict_file_ray(
     """
     from tqdm.auto import tqdm
 
-    from ..classifier import TextClassifier
-
     t_start = time.perf_counter()
     inp, out, model_dir = Path(input_path), Path(output_path), Path(model_dir)
-    fmt = OUT_FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{out}: unsupported output extension {out.suffix!r} for --engine ray; use "
-                        f"{', '.join(OUT_FORMATS)}.")
-    if not inp.is_file():
-        raise DataError(f"{inp}: file not found. Check the path.")
-    in_fmt = detect_format(inp)
-    if out.exists() and not overwrite:
-        raise ResumeError(f"{out} already exists; the Ray engine does not resume partial outputs. Pass --overwrite "
-                          "to replace it, or choose another --out.")
-    if num_workers is not None and num_workers < 1:
-        raise ConfigError(f"--num-workers must be at least 1, got {num_workers}.")
-    if chunk_rows < 1 or batch_size < 1 or threads < 1:
-        raise ConfigError("chunk_rows, threads and --batch-size must be at least 1.")
-    labels = TextClassifier.load(model_dir).classes_  # fails early, with the fix, on a bad model dir
-    header: list[str] = []
-    for _, rec, header in iter_rows(inp):  # the text column exists? (first row only; the reader checks all)
-        if text_col not in rec:
-            raise DataError(f"{inp}: column {text_col!r} not found; columns are: {', '.join(map(str, header))}. "
-                            "Pass --text-col with one of them.")
-        break
-    in_schema = None
-    if in_fmt == "parquet" and fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        in_schema = pq.read_schema(inp).serialize().to_pybytes()
+    fmt, in_fmt, labels, in_schema = _check_job(inp, out, model_dir, text_col, overwrite, num_workers, chunk_rows,
+                                                batch_size, threads)
 
     ray = import_ray()
     from ray.data import DataContext
@@ -395,20 +357,9 @@ def predict_file_ray(
                 batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                 max_restarts=max_retries, max_task_retries=max_retries)  # a killed actor restarts; its chunks rerun
         out.parent.mkdir(parents=True, exist_ok=True)
-        writer = _Writer(partial, fmt)
-        done, expect, t_first = 0, 0, None
+        writer = ChunkWriter(partial, fmt)
         bar = tqdm(desc=f"predicting (ray, {workers} workers)", unit="row", disable=not progress, dynamic_ncols=True)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-            for k, first, n, payload in zip(*(batch[c].to_pylist() for c in ("chunk", "first_row", "n", "payload"))):
-                if k != expect or first != done:  # never write a chunk twice or skip one
-                    raise RuntimeError(f"Ray returned chunk {k} (rows from {first}) where chunk {expect} (rows from "
-                                       f"{done}) was expected; the output would lose or duplicate rows.")
-                t_first = t_first or time.perf_counter()
-                writer.write(payload)
-                done, expect = done + n, expect + 1
-                bar.update(n)
-                if on_chunk is not None:
-                    on_chunk(done)
+        done, expect, t_first = _write_in_order(ds, writer, bar, on_chunk)
         bar.close()
         if expect == 0:  # empty input: header only, like the local engine
             extra = ["predicted", "confidence"] + [f"p_{lab}" for lab in labels]

@@ -122,26 +122,26 @@ def dev_loss(model: Any, enc: Encoded, tokenizer: Any, cfg: PretrainConfig, devi
     return total / max(n, 1)
 
 
-def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig | None = None,
-             text_col: str | None = None, exclude: Sequence[str | Path] = (), checkpoint_dir: str | Path | None = None,
-             resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Pretrain (or continue pretraining) a masked LM on ``corpus`` and write it to ``out`` atomically.
+@dataclass
+class _Run:
+    """What :func:`_prepare` sets up for the loop."""
 
-    Returns the report written to ``out/pretrain_report.json``.
-    Raises:
-        DataError: unreadable or empty corpus. ConfigError: bad settings. ResumeError: a checkpoint of
-        another run is in ``checkpoint_dir`` (or one exists and ``resume`` is False).
-    """
-    from tqdm.auto import tqdm
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    enc: Encoded
+    dev_enc: Encoded
+    stats: Any
+    added: list[str]
+    head_created: bool
+    candidates: np.ndarray
+    train_texts: int
+    dev_texts: int
 
 
-    cfg = cfg or PretrainConfig()
-    cfg.validate()
-    out = Path(out)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".checkpoints")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    t_start = time.perf_counter()
+def _prepare(corpus: Sequence[str | Path], cfg: PretrainConfig, text_col: str | None, exclude: Sequence[str | Path],
+             resume: bool, saved_tok: Path) -> _Run:
+    """Read and split the corpus, build or load the tokenizer and model, encode both splits."""
     texts, stats = build_corpus(corpus, text_col, exclude)
     rng = random.Random(cfg.seed)
     order = list(range(len(texts)))
@@ -154,7 +154,6 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
 
     added: list[str] = []
     head_created = False
-    saved_tok = ckpt_dir / "tokenizer"
     if cfg.base is None:
         if resume and (saved_tok / "tokenizer.json").is_file():  # the vocabulary the checkpoint was trained with
             from transformers import AutoTokenizer
@@ -176,6 +175,35 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
     dev_enc = encode_corpus(tokenizer, dev_texts, cfg.max_len, cfg.masking)
     special = set(tokenizer.all_special_ids)
     candidates = np.array([i for i in range(len(tokenizer)) if i not in special], dtype=np.int64)
+
+    return _Run(model, tokenizer, device, enc, dev_enc, stats, added, head_created, candidates,
+                len(train_texts), len(dev_texts))
+
+
+def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig | None = None,
+             text_col: str | None = None, exclude: Sequence[str | Path] = (), checkpoint_dir: str | Path | None = None,
+             resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Pretrain (or continue pretraining) a masked LM on ``corpus`` and write it to ``out`` atomically.
+
+    Returns the report written to ``out/pretrain_report.json``.
+    Raises:
+        DataError: unreadable or empty corpus. ConfigError: bad settings. ResumeError: a checkpoint of
+        another run is in ``checkpoint_dir`` (or one exists and ``resume`` is False).
+    """
+    from tqdm.auto import tqdm
+
+
+    cfg = cfg or PretrainConfig()
+    cfg.validate()
+    out = Path(out)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".checkpoints")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t_start = time.perf_counter()
+    saved_tok = ckpt_dir / "tokenizer"
+    run = _prepare(corpus, cfg, text_col, exclude, resume, saved_tok)
+    model, tokenizer, device, enc, dev_enc = run.model, run.tokenizer, run.device, run.enc, run.dev_enc
+    stats, added, candidates = run.stats, run.added, run.candidates
 
     steps_per_epoch = math.ceil(len(enc.ids) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -264,17 +292,26 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
     bar.close()
     model.eval()
 
+    report = _report(run, cfg, state, steps_per_epoch, time.perf_counter() - t_start)
+    _write_model(out, model, tokenizer, report)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return report
+
+
+def _report(run: _Run, cfg: PretrainConfig, state: PretrainState, steps_per_epoch: int,
+            wall_seconds: float) -> dict[str, Any]:
+    """``pretrain_report.json``: the corpus, the model, how far training got and its loss curves."""
     report = {
         "mode": "scratch" if cfg.base is None else "continued",
         "base": cfg.base,
         "config": asdict(cfg),
-        "corpus": asdict(stats) | {"train_texts": len(train_texts), "dev_texts": len(dev_texts),
-                                   "train_sequences": len(enc.ids), "corpus_tokens": enc.tokens},
-        "vocab_size": len(tokenizer),
-        "added_tokens": len(added),
-        "added_examples": added[:50],
-        "mlm_head_created": head_created,
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "corpus": asdict(run.stats) | {"train_texts": run.train_texts, "dev_texts": run.dev_texts,
+                                   "train_sequences": len(run.enc.ids), "corpus_tokens": run.enc.tokens},
+        "vocab_size": len(run.tokenizer),
+        "added_tokens": len(run.added),
+        "added_examples": run.added[:50],
+        "mlm_head_created": run.head_created,
+        "parameters": int(sum(p.numel() for p in run.model.parameters())),
         "steps": state.global_step,
         "total_steps": state.total_steps,
         "epochs_done": state.global_step / max(steps_per_epoch, 1),
@@ -282,16 +319,21 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
         "tokens_seen": state.tokens_seen,
         "masked_tokens_seen": state.masked_seen,
         "train_seconds": round(state.seconds, 1),
-        "wall_seconds_total": round(time.perf_counter() - t_start, 1),
+        "wall_seconds_total": round(wall_seconds, 1),
         "tokens_per_second": round(state.tokens_seen / max(state.seconds, 1e-9), 1),
         "final_train_loss": state.losses[-1][1] if state.losses else None,
         "dev_loss": state.dev_losses,
         "train_loss": state.losses,
-        "device": str(device),
+        "device": str(run.device),
         "threads": torch.get_num_threads(),
         "versions": library_versions(),
     }
 
+    return report
+
+
+def _write_model(out: Path, model: Any, tokenizer: Any, report: dict[str, Any]) -> None:
+    """The masked-LM directory (Hugging Face files, report, loss plot), written atomically."""
     def fill(d: Path) -> None:
         with quiet_hf():
             model.save_pretrained(str(d), safe_serialization=True)
@@ -300,8 +342,6 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
         plot_losses(report, d / "loss_curve.png")
 
     write_dir_atomically(out, fill)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return report
 
 
 def plot_losses(report: dict[str, Any], path: Path) -> None:

@@ -84,6 +84,72 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, grou
     return [batches[first]] + [rest[i] for i in order]
 
 
+def _wrap_ddp(model: torch.nn.Module, ctx: Any, device: torch.device, seed: int) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel under a launcher; the model itself otherwise."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=ids)
+    torch.manual_seed(seed + 1000 * ctx.rank)  # dropout masks differ between ranks, as in one big batch
+    return net
+
+
+def _evaluate_dev(tm: Any, dev_ids: list[list[int]], dev_y: np.ndarray, n_classes: int, state: TrainState, ctx: Any,
+                  ckpt_dir: Path) -> float:
+    """Rank 0 scores dev and keeps the best weights; every rank gets the same bookkeeping."""
+    if ctx.is_main:
+        logits = tm.logits_for_ids(dev_ids)
+        f1 = float(f1_score(dev_y, logits.argmax(1), average="macro", labels=list(range(n_classes)), zero_division=0))
+        acc = float((logits.argmax(1) == dev_y).mean())
+        state.evals.append({"step": state.global_step, "epoch": state.epoch, "dev_macro_f1": f1, "dev_accuracy": acc})
+        if f1 > state.best_f1:
+            state.best_f1, state.best_step, state.bad_evals = f1, state.global_step, 0
+            checkpoint.save_weights(tm.model, ckpt_dir / BEST)
+        else:
+            state.bad_evals += 1
+    book = distributed.broadcast((state.evals, state.best_f1, state.best_step, state.bad_evals))
+    state.evals, state.best_f1, state.best_step, state.bad_evals = book
+    return state.evals[-1]["dev_macro_f1"]
+
+
+def _gradient_step(net: torch.nn.Module, tm: Any, loss: CrossEntropy, b: list[int], train_ids: list[list[int]],
+                   train_y: np.ndarray, ctx: Any, cfg: TransformerConfig, autocast: Any, scaler: Any,
+                   opt: torch.optim.Optimizer, sched: Any) -> float:
+    """One optimizer step on the global batch ``b``: this process's share, in ``grad_accum``
+    micro-batches; returns this process's share of the batch loss."""
+    model, device, accum = tm.model, tm.device, cfg.grad_accum
+    norms = loss.norms(b)
+    mine = b[ctx.rank::ctx.world]  # this process's share of the global batch
+    scale = float(ctx.world)  # DDP averages gradients over processes; the losses are already global
+    if not mine:  # a global batch smaller than the world: join the all-reduce with a zero gradient
+        mine, scale = b[:1], 0.0
+    parts = [mine[i::accum] for i in range(min(accum, len(mine)))]
+    step_loss = 0.0
+    for k, part in enumerate(parts):
+        sync = k == len(parts) - 1 or not ctx.enabled
+        with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+            inputs = tm.collate([train_ids[i] for i in part])
+            labels = torch.as_tensor(train_y[part], dtype=torch.long, device=device)
+            logits = net(**inputs).logits
+            value = loss(logits.float(), labels, part, norms) * scale
+        (scaler.scale(value) if scaler else value).backward()
+        step_loss += float(value.detach()) / max(ctx.world, 1)
+    if scaler:
+        scaler.unscale_(opt)
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return step_loss
+
+
 # -- the loop ------------------------------------------------------------------------------------
 
 def train_classifier(
@@ -141,31 +207,10 @@ def train_classifier(
         state = TrainState(**checkpoint.restore(last, meta, model, opt, device, sched))
         log.info("resuming from %s (step %d of %d)", last, state.global_step, state.total_steps)
 
+    net = _wrap_ddp(model, ctx, device, cfg.seed)
+
     def evaluate_dev() -> float:
-        """Rank 0 scores dev and keeps the best weights; every rank gets the same bookkeeping."""
-        if ctx.is_main:
-            logits = tm.logits_for_ids(dev_ids)
-            f1 = float(f1_score(dev_y, logits.argmax(1), average="macro", labels=list(range(n_classes)), zero_division=0))
-            acc = float((logits.argmax(1) == dev_y).mean())
-            state.evals.append({"step": state.global_step, "epoch": state.epoch, "dev_macro_f1": f1, "dev_accuracy": acc})
-            if f1 > state.best_f1:
-                state.best_f1, state.best_step, state.bad_evals = f1, state.global_step, 0
-                checkpoint.save_weights(model, ckpt_dir / BEST)
-            else:
-                state.bad_evals += 1
-        book = distributed.broadcast((state.evals, state.best_f1, state.best_step, state.bad_evals))
-        state.evals, state.best_f1, state.best_step, state.bad_evals = book
-        return state.evals[-1]["dev_macro_f1"]
-
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        net: torch.nn.Module = DistributedDataParallel(model, device_ids=ids)
-        torch.manual_seed(cfg.seed + 1000 * ctx.rank)  # dropout masks differ between ranks, as in one big batch
-    else:
-        net = model
-    accum = cfg.grad_accum
+        return _evaluate_dev(tm, dev_ids, dev_y, n_classes, state, ctx, ckpt_dir)
 
     model.train()
     bar = tqdm(total=state.total_steps, initial=state.global_step, desc="fine-tuning", unit="step",
@@ -175,33 +220,7 @@ def train_classifier(
     while state.epoch < cfg.epochs and not state.stopped_early:
         batches = batch_order(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
         for b in batches[state.step_in_epoch:]:
-            norms = loss.norms(b)
-            mine = b[ctx.rank::ctx.world]  # this process's share of the global batch
-            scale = float(ctx.world)  # DDP averages gradients over processes; the losses are already global
-            if not mine:  # a global batch smaller than the world: join the all-reduce with a zero gradient
-                mine, scale = b[:1], 0.0
-            parts = [mine[i::accum] for i in range(min(accum, len(mine)))]
-            step_loss = 0.0
-            for k, part in enumerate(parts):
-                sync = k == len(parts) - 1 or not ctx.enabled
-                with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
-                    inputs = tm.collate([train_ids[i] for i in part])
-                    labels = torch.as_tensor(train_y[part], dtype=torch.long, device=device)
-                    logits = net(**inputs).logits
-                    value = loss(logits.float(), labels, part, norms) * scale
-                (scaler.scale(value) if scaler else value).backward()
-                step_loss += float(value.detach()) / max(ctx.world, 1)
-            if scaler:
-                scaler.unscale_(opt)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            step_loss = _gradient_step(net, tm, loss, b, train_ids, train_y, ctx, cfg, autocast, scaler, opt, sched)
             state.global_step += 1
             state.step_in_epoch += 1
             loss_acc += step_loss
