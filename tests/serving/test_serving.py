@@ -133,6 +133,30 @@ def test_batcher_gathers_concurrent_requests_and_overloads() -> None:
     assert rejected and all(o.retry_after >= 1 for o in rejected)
 
 
+def test_batcher_fails_only_the_request_whose_output_is_an_exception() -> None:
+    """A servable may return an exception in place of one output (a recommender's unknown
+    history): that request gets the error, the others in the same batch their outputs."""
+    from niche.errors import DataError
+
+    def predict(inputs):
+        time.sleep(0.05)  # the first batch runs alone; the rest gather behind it
+        return [DataError(f"bad {x}") if x.startswith("bad") else x.upper() for x in inputs]
+
+    async def main():
+        b = MicroBatcher(predict, max_batch=64, max_wait_ms=20, max_queue=100)
+        b.start()
+        out = await asyncio.gather(*[b.submit([f"ok{i}"] if i % 3 else [f"bad{i}", f"ok{i}"]) for i in range(9)],
+                                   return_exceptions=True)
+        await b.drain_and_stop()
+        return out
+
+    out = asyncio.run(main())
+    for i, o in enumerate(out):
+        if i % 3:
+            assert o == [f"OK{i}"]
+        else:
+            assert isinstance(o, DataError) and str(o) == f"bad bad{i}"
+
 def test_overload_returns_429_with_retry_after(model_dirs, monkeypatch) -> None:
     import httpx
 

@@ -1,6 +1,11 @@
 """Micro-batching: concurrent requests are gathered into one forward pass and answered one by one.
 
-Policy: the worker takes every request already waiting (up to ``max_batch`` texts). When it found
+A request is a list of inputs (texts for a classifier or an assistant, one query for a
+recommender); the model's ``predict`` gets the inputs of all gathered requests and returns one
+output per input. An exception instance in place of an output fails only that input's request
+(with that error: a recommender's unknown history is a 422, not a failed batch).
+
+Policy: the worker takes every request already waiting (up to ``max_batch`` inputs). When it found
 company (more than one request), it waits up to ``max_wait_ms`` for more, since load is high; a
 lone request runs at once, so a quiet service adds no batching delay. The model runs in one
 dedicated thread, so the event loop stays free to accept requests meanwhile.
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Item:
-    texts: list[str]
+    inputs: list[Any]
     future: asyncio.Future = field(repr=False)
 
 
@@ -32,14 +37,15 @@ class MicroBatcher:
     """Gather, run once, answer individually.
 
     Args:
-        predict: ``list[str] -> np.ndarray`` of probabilities (run in the worker thread).
-        max_batch: most texts per forward pass.
+        predict: ``list of inputs -> one output per input`` (a list, or an array with one row per
+            input, e.g. probabilities); run in the worker thread.
+        max_batch: most inputs per forward pass.
         max_wait_ms: how long a forming batch may wait for more requests under load.
         max_queue: most requests waiting; beyond it ``submit`` raises :class:`Overloaded`.
-        on_batch: called with the number of texts of every batch run (metrics).
+        on_batch: called with the number of inputs of every batch run (metrics).
     """
 
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], max_batch: int = 64, max_wait_ms: float = 5.0,
+    def __init__(self, predict: Callable[[list[Any]], Sequence[Any] | np.ndarray], max_batch: int = 64, max_wait_ms: float = 5.0,
                  max_queue: int = 1024, on_batch: Callable[[int], None] | None = None):
         self.predict = predict
         self.max_batch = max_batch
@@ -63,12 +69,13 @@ class MicroBatcher:
         """Run ``fn`` on the model thread (e.g. an attention map), serialized with the batches."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    async def submit(self, texts: list[str]) -> np.ndarray:
+    async def submit(self, inputs: list[Any]) -> Any:
+        """The outputs for ``inputs`` (a slice of what ``predict`` returned for the whole batch)."""
         if not self.accepting or self._queue is None:
             raise Overloaded("the model is being replaced; retry", retry_after=1)
         fut = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Item(texts, fut))
+            self._queue.put_nowait(_Item(inputs, fut))
         except asyncio.QueueFull:
             raise Overloaded(f"request queue is full ({self.max_queue} waiting); retry shortly", retry_after=1) from None
         return await fut
@@ -93,11 +100,11 @@ class MicroBatcher:
         while True:
             first = await q.get()
             batch = [first]
-            n = len(first.texts)
+            n = len(first.inputs)
             while n < self.max_batch and not q.empty():  # everything already waiting
                 item = q.get_nowait()
                 batch.append(item)
-                n += len(item.texts)
+                n += len(item.inputs)
             if len(batch) > 1 and n < self.max_batch and self.max_wait > 0:  # under load: let the batch fill
                 deadline = loop.time() + self.max_wait
                 while n < self.max_batch:
@@ -109,19 +116,25 @@ class MicroBatcher:
                     except (asyncio.TimeoutError, TimeoutError):
                         break
                     batch.append(item)
-                    n += len(item.texts)
-            texts = [t for it in batch for t in it.texts]
+                    n += len(item.inputs)
+            inputs = [x for it in batch for x in it.inputs]
             try:
-                proba = await loop.run_in_executor(self._pool, self.predict, texts)
+                out = await loop.run_in_executor(self._pool, self.predict, inputs)
                 if self.on_batch:
-                    self.on_batch(len(texts))
+                    self.on_batch(len(inputs))
                 start = 0
                 for it in batch:
-                    if not it.future.done():
-                        it.future.set_result(proba[start: start + len(it.texts)])
-                    start += len(it.texts)
+                    part = out[start: start + len(it.inputs)]
+                    start += len(it.inputs)
+                    if it.future.done():
+                        continue
+                    failed = next((x for x in part if isinstance(x, BaseException)), None) if isinstance(part, list) else None
+                    if failed is not None:
+                        it.future.set_exception(failed)
+                    else:
+                        it.future.set_result(part)
             except Exception as e:  # the model failed: fail these requests, keep serving
-                log.exception("model failure on a batch of %d texts", len(texts))
+                log.exception("model failure on a batch of %d inputs", len(inputs))
                 for it in batch:
                     if not it.future.done():
                         it.future.set_exception(ModelFailure(f"the model failed on this batch ({type(e).__name__})"))

@@ -1,21 +1,25 @@
-"""``POST /v1/recommenders/{name}/rank``: recommender directories served next to classifiers.
+"""``POST /v1/recommenders/{name}/rank``: a ``niche recommend train`` directory as a servable.
 
-``niche serve`` tells a recommender directory from a classifier by ``"kind": "recommender"`` in
-its ``niche.json``. Errors go through the one status table (unknown name 404, bad body 422).
+A recommender directory is told apart by ``"kind": "recommender"`` in its ``niche.json``. Each
+rank request is one input of the micro-batcher (a batch ranks its queries one after another on
+the model's thread; text histories run the encoder there). Errors go through the one status table
+(unknown name 404, bad body or unknown history 422).
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
-from ..apps.recommend import Recommender
 from ..config import ServeConfig
-from .errors import InvalidRequest, PayloadTooLarge, UnknownModel
+from ..errors import NicheError
+from .errors import InvalidRequest, ModelFailure, PayloadTooLarge
+from .servables import Routes, Servable, register
+
+log = logging.getLogger("niche.serve")
 
 
 class RankRequest(BaseModel):
@@ -28,33 +32,58 @@ class RankRequest(BaseModel):
     exclude_seen: bool = Field(True, description="Leave the history's items out of the ranking.")
 
 
-def add_recommender_routes(app: FastAPI, paths: dict[str, Path], check_key: Callable, cfg: ServeConfig) -> Callable[[], None]:
-    """Register the route; returns the loader the app's lifespan calls (in a worker thread)."""
-    recs: dict[str, Recommender] = {}
-    app.state.recommenders = recs
+@register
+class RecommenderServable(Servable):
+    kind = "recommender"
+    listed_when_absent = False
+    order = 2
 
-    def load_all() -> None:
-        for name, path in paths.items():
-            recs[name] = Recommender.load(path)
+    def __init__(self, rec: Any) -> None:
+        self.rec = rec
 
-    @app.post("/v1/recommenders/{name}/rank", tags=["recommenders"], dependencies=[Depends(check_key)])
-    async def rank(name: str, req: RankRequest) -> dict[str, Any]:
-        rec = recs.get(name)
-        if rec is None:
-            raise UnknownModel(f"no recommender named {name!r}; served recommenders: {', '.join(sorted(recs)) or 'none'}")
-        if bool(req.history) == bool(req.history_text):
-            raise InvalidRequest("send exactly one of history (item ids) or history_text (texts), non-empty")
-        n = len(req.history) + len(req.history_text) + len(req.candidates or [])
-        if n > 100 * cfg.max_texts:
-            raise PayloadTooLarge(f"{n} ids/texts in one request; the limit is {100 * cfg.max_texts}")
-        if any(len(t) > cfg.max_chars for t in req.history_text):
-            raise PayloadTooLarge(f"a history text is longer than {cfg.max_chars} characters (--max-chars)")
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        from ..apps.recommend import is_recommender_dir
 
-        def run() -> dict[str, Any]:
-            return rec.rank(history=req.history or None, history_text=req.history_text or None, k=req.k,
-                            candidates=req.candidates, exclude_seen=req.exclude_seen)
+        return is_recommender_dir(path)
 
-        res = await asyncio.get_running_loop().run_in_executor(None, run)  # text histories run the encoder
-        return {"recommender": name} | res
+    @classmethod
+    def load(cls, path: Path, cfg: ServeConfig) -> "RecommenderServable":
+        from ..apps.recommend import Recommender
 
-    return load_all
+        return cls(Recommender.load(path))
+
+    def predict_batch(self, inputs: list[RankRequest]) -> list[dict[str, Any] | Exception]:
+        out: list[dict[str, Any] | Exception] = []
+        for req in inputs:  # one failed query fails its own request only
+            try:
+                out.append(self.rec.rank(history=req.history or None, history_text=req.history_text or None, k=req.k,
+                                         candidates=req.candidates, exclude_seen=req.exclude_seen))
+            except NicheError as e:
+                out.append(e)
+            except Exception as e:
+                log.exception("recommender failure on one query")
+                out.append(ModelFailure(f"the recommender failed on this query ({type(e).__name__})"))
+        return out
+
+    def info(self) -> dict[str, Any]:
+        info = self.rec.info_
+        return {"items": len(self.rec.item_ids_), "users": len(self.rec.users_), "base": info.get("base"),
+                "blend": self.rec.blend_, "created": info.get("training", {}).get("created")}
+
+    @classmethod
+    def routes(cls, api: Routes) -> None:
+        cfg = api.cfg
+
+        @api.router.post("/v1/recommenders/{name}/rank", tags=["recommenders"], dependencies=api.auth)
+        async def rank(name: str, req: RankRequest) -> dict[str, Any]:
+            slot = api.slot(cls, name)
+            if bool(req.history) == bool(req.history_text):
+                raise InvalidRequest("send exactly one of history (item ids) or history_text (texts), non-empty")
+            n = len(req.history) + len(req.history_text) + len(req.candidates or [])
+            if n > 100 * cfg.max_texts:
+                raise PayloadTooLarge(f"{n} ids/texts in one request; the limit is {100 * cfg.max_texts}")
+            if any(len(t) > cfg.max_chars for t in req.history_text):
+                raise PayloadTooLarge(f"a history text is longer than {cfg.max_chars} characters (--max-chars)")
+            (res,) = await slot.batcher.submit([req])
+            return {"recommender": name} | res

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -197,6 +198,59 @@ def test_served_assistant_answers_and_maps_errors(tiny_bert: Path, tmp_path: Pat
         assert c.post("/v1/assistants/helpdesk/answer", json={"text": "hi"}, headers=h).status_code == 422
         assert "/v1/assistants/{name}/answer" in c.get("/openapi.json").json()["paths"]
 
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus text exposition (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def test_served_assistant_reloads_new_version_and_reports_metrics(tiny_bert: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from niche.serving.app import create_app
+    from niche.serving.assistant import AssistantServable
+    from niche.serving.servables import recognise
+
+    cfg = AssistantConfig(family="sparse", classifier={}, encoder=str(tiny_bert), target_oos_precision=0.8)
+    answers = {"greet": "Hi!", "weather": "Sunny.", "balance": "Ten euros."}
+    train, dev = intent_data(30, 20, 1), intent_data(8, 12, 2)
+    bot = Assistant.build(train, dev=dev, answers=answers, config=cfg)
+    d = bot.save(tmp_path / "helpdesk")
+    assert recognise(d) is AssistantServable
+    texts = ["hello good morning", "zebra volcano guitar", "rain today"]
+    v1 = bot.answer(texts)
+    with TestClient(create_app({"helpdesk": d})) as c:
+        assert c.post("/v1/assistants/helpdesk/answer", json={"inputs": texts}).json()["answers"] == v1
+        listed = c.get("/v1/assistants").json()["assistants"]
+        assert [a["name"] for a in listed] == ["helpdesk"] and sorted(listed[0]["intents"]) == sorted(answers)
+        # a new version lands in the directory: every canned answer and the fallback change
+        cfg2 = dataclasses.replace(cfg, fallback_answer=cfg.fallback_answer + " (v2)")
+        bot2 = Assistant.build(train, dev=dev, answers={k: v + " (v2)" for k, v in answers.items()}, config=cfg2)
+        bot2.save(d)
+        v2 = bot2.answer(texts)
+        assert all(a["answer"] != b["answer"] for a, b in zip(v1, v2))
+        r = c.post("/v1/assistants/helpdesk/reload")
+        assert r.status_code == 200, r.text
+        assert r.json()["assistant"] == "helpdesk" and r.json()["reloaded"] is True and r.json()["load_seconds"] > 0
+        assert c.post("/v1/assistants/helpdesk/answer", json={"inputs": texts}).json()["answers"] == v2
+        assert c.get("/v1/assistants").json()["assistants"][0]["loaded_at"] > listed[0]["loaded_at"]
+        assert c.post("/v1/assistants/nobody/reload").json()["error_type"] == "unknown_model"
+        assert c.post("/v1/models/helpdesk/reload").status_code == 404  # an assistant, not a classifier
+        m = c.get("/metrics").text
+    route = {"route": "/v1/assistants/{name}/answer", "method": "POST", "status": "200"}
+    assert metric(m, "niche_requests_total", **route) == 2
+    assert metric(m, "niche_request_seconds_count", **route) == 2 and metric(m, "niche_request_seconds_sum", **route) > 0
+    assert metric(m, "niche_requests_total", route="/v1/assistants/{name}/reload", method="POST", status="200") == 1
+    assert metric(m, "niche_batch_texts_sum", model="helpdesk") == 2 * len(texts)  # micro-batched, both versions
+    assert metric(m, "niche_batch_seconds_count", model="helpdesk") == 2
+    assert metric(m, "niche_model_load_seconds", model="helpdesk") > 0
+    assert metric(m, "niche_queue_depth", model="helpdesk") == 0
 
 def test_calibrate_reweights_precision_to_the_expected_oos_rate() -> None:
     rng = np.random.default_rng(1)

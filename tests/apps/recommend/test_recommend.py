@@ -296,6 +296,86 @@ def test_serve_rank_route_status_codes(trained):
         assert r.status_code == 422 and r.json()["error_type"] == "invalid_request"
 
 
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus text exposition (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def test_served_recommender_reloads_on_route_and_sighup_and_reports_metrics(trained, tmp_path):
+    """A new version of the directory (items added) is served after POST .../reload and after
+    SIGHUP (in-process: the lifespan installs the handler on this main-thread loop); rank requests
+    go through the micro-batcher, so the batch and load metrics exist for the recommender too."""
+    import asyncio
+    import os
+    import shutil
+    import signal
+
+    import httpx
+
+    from niche.apps.recommend import Recommender
+    from niche.serving.app import create_app
+    from niche.serving.recommend import RecommenderServable
+    from niche.serving.servables import recognise
+
+    _, _, d = trained
+    live = tmp_path / "live"
+    shutil.copytree(d / "model", live)
+    assert recognise(live) is RecommenderServable
+    app = create_app({"movies": live})
+    ask = {"history": ["p1", "p2"], "candidates": ["p1", "p3", "p_new", "n_new"], "k": 4}
+
+    def new_version(item_id: str, text: str) -> None:
+        rec = Recommender.load(live)
+        rec.add_items([item_id], [text])
+        rec.save(live)
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                before = (await c.post("/v1/recommenders/movies/rank", json=ask)).json()
+                listed = (await c.get("/v1/recommenders")).json()["recommenders"]
+                new_version("p_new", f"{POS[0]} {POS[4]} movie")
+                rel = await c.post("/v1/recommenders/movies/reload")
+                mid = (await c.post("/v1/recommenders/movies/rank", json=ask)).json()
+                new_version("n_new", f"{NEG[0]} {NEG[4]} food")
+                loaded_at = app.state.slots["movies"].loaded_at
+                os.kill(os.getpid(), signal.SIGHUP)
+                for _ in range(300):
+                    if app.state.slots["movies"].loaded_at > loaded_at:
+                        break
+                    await asyncio.sleep(0.1)
+                after = (await c.post("/v1/recommenders/movies/rank", json=ask)).json()
+                relisted = (await c.get("/v1/recommenders")).json()["recommenders"]
+                # a bad query and a good one at the same time: only the bad one fails
+                bad, good = await asyncio.gather(c.post("/v1/recommenders/movies/rank", json={"history": ["zzz"]}),
+                                                 c.post("/v1/recommenders/movies/rank", json=ask))
+                metrics = (await c.get("/metrics")).text
+        return before, listed, rel, mid, after, relisted, bad, good, metrics
+
+    before, listed, rel, mid, after, relisted, bad, good, m = asyncio.run(main())
+    assert sorted(before["unknown_candidates"]) == ["n_new", "p_new"] and listed[0]["items"] == 40
+    assert rel.status_code == 200 and rel.json()["recommender"] == "movies" and rel.json()["reloaded"] is True
+    assert mid["unknown_candidates"] == ["n_new"] and "p_new" in {x["item_id"] for x in mid["items"]}
+    assert after["unknown_candidates"] == [] and relisted[0]["items"] == 42
+    assert relisted[0]["loaded_at"] > listed[0]["loaded_at"]
+    assert bad.status_code == 422 and bad.json()["error_type"] == "invalid_request" and good.status_code == 200
+    route = {"route": "/v1/recommenders/{name}/rank", "method": "POST", "status": "200"}
+    assert metric(m, "niche_requests_total", **route) == 4
+    assert metric(m, "niche_request_seconds_count", **route) == 4 and metric(m, "niche_request_seconds_sum", **route) > 0
+    assert metric(m, "niche_requests_total", route="/v1/recommenders/{name}/rank", method="POST", status="422") == 1
+    assert metric(m, "niche_batch_texts_sum", model="movies") == 5  # every rank query went through the batcher
+    assert metric(m, "niche_batch_seconds_count", model="movies") >= 4
+    assert metric(m, "niche_model_load_seconds", model="movies") > 0
+    assert metric(m, "niche_queue_depth", model="movies") == 0
+
 # -- real data (skips without ../shared) -----------------------------------------------------
 ML = SHARED / "movielens-latest-small"
 

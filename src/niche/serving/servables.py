@@ -1,0 +1,166 @@
+"""One protocol for everything ``niche serve`` serves: a *servable*.
+
+A kind of servable (a classifier, an assistant, a recommender) is one :class:`Servable` subclass
+registered with :func:`register`. It says which directories it :meth:`~Servable.recognises`,
+:meth:`~Servable.load` s one, answers a batch of inputs with :meth:`~Servable.predict_batch` (run
+by the micro-batcher on the model's thread), describes a loaded one with :meth:`~Servable.info`
+(``GET /v1/{kind}s``) and adds its own routes with :meth:`~Servable.routes`. The app
+(:mod:`niche.serving.app`) knows no kind by name: one registry of loaded servables keyed by name,
+one recogniser loop, one loader, one reload path (``POST /v1/{kind}s/{name}/reload``, SIGHUP),
+the same micro-batching and metrics for every kind.
+
+A new kind is a module with a registered subclass, imported before :func:`~niche.serving.app.create_app` runs::
+
+    @register
+    class EchoServable(Servable):
+        kind = "echo"                         # routes under /v1/echos, responses say {"echo": name}
+
+        @classmethod
+        def recognises(cls, path): return (path / "echo.json").is_file()
+        @classmethod
+        def load(cls, path, cfg): return cls()
+        def predict_batch(self, inputs): return [x.upper() for x in inputs]
+        def info(self): return {}
+        @classmethod
+        def routes(cls, api): ...             # @api.router.post(...): api.slot(cls, name).batcher.submit(...)
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import ServeConfig
+from .batching import MicroBatcher
+from .errors import InvalidRequest, PayloadTooLarge
+
+
+class Servable(ABC):
+    """A loaded model directory that ``niche serve`` can answer requests with."""
+
+    kind: ClassVar[str]
+    """Singular name: routes live under ``/v1/{kind}s/``; responses name the model as ``{kind: name}``."""
+    fallback: ClassVar[bool] = False
+    """Load directories that no kind recognises as this one (its ``load`` says what is wrong)."""
+    listed_when_absent: ClassVar[bool] = True
+    """``/readyz`` lists ``{kind}s`` (maybe empty) even when none is served."""
+    order: ClassVar[int] = 100
+    """Position among the kinds in ``/readyz`` and the recogniser loop (lower first)."""
+
+    @classmethod
+    @abstractmethod
+    def recognises(cls, path: Path) -> bool:
+        """Whether ``path`` is a directory of this kind (cheap: reads a marker file at most)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, cfg: ServeConfig) -> "Servable":
+        """Load the directory's current version (in a worker thread; raises ``ModelLoadError``)."""
+
+    @abstractmethod
+    def predict_batch(self, inputs: list[Any]) -> Sequence[Any]:
+        """One output per input, in order (a list, or an array with one row per input).
+
+        Runs on the model's thread through the micro-batcher, with the inputs of several requests
+        together. An exception instance in place of an output fails only that input's request."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """What ``GET /v1/{kind}s`` says about this model (``name`` and ``loaded_at`` are added)."""
+
+    @classmethod
+    @abstractmethod
+    def routes(cls, api: "Routes") -> None:
+        """Add this kind's own routes to ``api.router`` (listing and reload are added for every kind)."""
+
+
+@dataclass
+class Slot:
+    """One served name: the loaded servable and its micro-batcher, swapped together on reload."""
+
+    name: str
+    path: Path
+    kind: type[Servable]
+    servable: Servable
+    batcher: MicroBatcher = field(repr=False)
+    loaded_at: float
+    load_seconds: float
+
+
+@dataclass
+class Routes:
+    """What a servable's :meth:`~Servable.routes` gets: the router to add routes to, the API-key
+    dependency, the limits, and the one way to find a served model.
+
+    A handler takes the slot once (``api.slot(kind, name)``, a 404 for an unknown name) and submits
+    to its batcher: the request finishes on that version even if a reload swaps it meanwhile."""
+
+    router: Any
+    auth: list[Any]
+    cfg: ServeConfig
+    slot: Callable[[type[Servable], str], Slot]
+
+    def check_texts(self, inputs: str | list[str]) -> list[str]:
+        """The request's texts as a list, within ``--max-texts`` and ``--max-chars``, none blank."""
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        cfg = self.cfg
+        if not texts:
+            raise InvalidRequest("inputs is empty; send a text or a non-empty list of texts")
+        if len(texts) > cfg.max_texts:
+            raise PayloadTooLarge(f"{len(texts)} texts in one request; the limit is {cfg.max_texts} (--max-texts)")
+        for i, t in enumerate(texts):
+            if len(t) > cfg.max_chars:
+                raise PayloadTooLarge(f"input {i} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
+            if not t.strip():
+                raise InvalidRequest(f"input {i} is empty or whitespace-only")
+        return texts
+
+
+_REGISTRY: list[type[Servable]] = []
+
+
+def register(cls: type[Servable]) -> type[Servable]:
+    """Class decorator: make ``cls`` a kind ``niche serve`` recognises, loads and routes."""
+    if any(c.kind == cls.kind for c in _REGISTRY if c is not cls):
+        raise ValueError(f"a servable of kind {cls.kind!r} is already registered")
+    if cls not in _REGISTRY:
+        _REGISTRY.append(cls)
+    return cls
+
+
+def registered() -> list[type[Servable]]:
+    """The registered kinds in ``order`` (the built-in classifier, assistant and recommender first;
+    :mod:`niche.serving.app` imports their modules, which register them)."""
+    return sorted(_REGISTRY, key=lambda c: c.order)
+
+
+def recognise(path: str | Path) -> type[Servable]:
+    """The kind that recognises the directory ``path``; the fallback kind when none does."""
+    kinds = registered()
+    for cls in kinds:
+        if cls.recognises(Path(path)):
+            return cls
+    return next(c for c in kinds if c.fallback)
+
+
+def load_slot(kind: type[Servable], name: str, path: Path, cfg: ServeConfig, metrics: Any) -> Slot:
+    """Load ``path`` as ``kind`` and give it a micro-batcher and its metrics (in a worker thread;
+    the caller starts the batcher on the event loop)."""
+    t0 = time.perf_counter()
+    servable = kind.load(path, cfg)
+    seconds = time.perf_counter() - t0
+    metrics.load.labels(name).set(seconds)
+    forward = metrics.forward.labels(name)
+
+    def predict(inputs: list[Any]) -> Sequence[Any]:
+        with forward.time():
+            return servable.predict_batch(inputs)
+
+    batcher = MicroBatcher(predict, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue,
+                           on_batch=metrics.batch.labels(name).observe)
+    metrics.queue.labels(name).set_function(lambda: batcher.depth)
+    return Slot(name, path, kind, servable, batcher, time.time(), seconds)
