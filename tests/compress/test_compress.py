@@ -232,7 +232,7 @@ def test_cli_distill_and_quantize(teacher_dir: Path, tmp_path: Path, toy_csv) ->
     """Through the CLI. The guard's speed criterion is live here, so either outcome of it is
     accepted, but each must be complete: shipped with its report, or refused with the reason and
     nothing written."""
-    from .cli.test_cli import niche
+    from ..cli.test_cli import niche
 
     train, dev = toy_csv
     texts = tmp_path / "unlabeled.txt"
