@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.models import OptionInfo
 
 from ..config import field_docs
 from ..errors import ConfigError, NicheError
@@ -180,6 +181,15 @@ def _option(s: Settings, name: str) -> inspect.Parameter:
                              annotation=Annotated[Optional[hint], option])
 
 
+def _flags_of(p: inspect.Parameter) -> set[str]:
+    """The flags of a typer option parameter (``--x/--no-x`` counts as both)."""
+    decls: list[str] = []
+    for meta in getattr(p.annotation, "__metadata__", ()):
+        if isinstance(meta, OptionInfo):
+            decls += ([meta.default] if isinstance(meta.default, str) else []) + list(meta.param_decls or ())
+    return {flag for d in decls for flag in d.split("/") if flag.startswith("-")}
+
+
 def with_settings(*groups: Settings) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Replace each group's parameter of the decorated command by one option per field (see :class:`Settings`)."""
 
@@ -187,9 +197,11 @@ def with_settings(*groups: Settings) -> Callable[[Callable[..., Any]], Callable[
         sig = inspect.signature(fn, eval_str=True)
         own = [p for p in sig.parameters.values() if p.name not in {g.param for g in groups}]
         generated = [_option(g, name) for g in groups for name in g.names()]
-        clash = {p.name for p in own} & {p.name for p in generated}
-        if clash or len({g.param for g in groups}) != len(groups):
-            raise TypeError(f"{fn.__name__}: parameter names clash: {clash}")
+        names = [p.name for p in own + generated] + [g.param for g in groups]
+        flags = [flag for p in own + generated for flag in _flags_of(p)]
+        clash = {x for x in names + flags if (names + flags).count(x) > 1}
+        if clash:  # two settings with one flag: rename one with Settings.flags
+            raise TypeError(f"{fn.__name__}: parameter or flag names clash: {sorted(clash)}")
 
         @wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
