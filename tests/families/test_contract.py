@@ -131,11 +131,13 @@ def test_damaged_directory_is_refused(fitted) -> None:
 
 
 def test_deterministic(fitted, tiny_bert: Path) -> None:
-    """The same data and seed give the same model (same probabilities; up to float summation order in
-    multi-threaded CPU kernels, seen as ~2e-5 for the BiLSTM)."""
-    name, clf, work = fitted
-    again = BUILDERS[name](tiny_bert, work)
-    np.testing.assert_allclose(again.predict_proba(PROBE), clf.predict_proba(PROBE), atol=1e-4)
+    """The same data and seed give the same model. Both fits run here, back to back: a model trained
+    earlier in the process can differ in the last float bits (thread pools and kernel choices change
+    with what ran before), and training amplifies such bits (seen: 0.036 for the BiLSTM)."""
+    name, _, work = fitted
+    a = BUILDERS[name](tiny_bert, work).predict_proba(PROBE)
+    b = BUILDERS[name](tiny_bert, work).predict_proba(PROBE)
+    np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_unfitted_classifier_says_what_to_do() -> None:
