@@ -28,10 +28,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import ServeConfig
 from ..errors import NicheError
-from . import assistant, classifier, recommend  # noqa: F401  (the built-in kinds: each module registers its servable)
 from .errors import InvalidRequest, Overloaded, Unauthorized, UnknownModel, status_for
 from .metrics import LimitsAndMetrics, Metrics
-from .servables import Routes, Servable, Slot, load_slot, recognise, registered
+from .kinds import SERVABLES, recognise
+from .servables import Routes, Servable, Slot, load_slot
 
 log = logging.getLogger("niche.serve")
 STATIC = Path(__file__).parent / "static"
@@ -95,7 +95,7 @@ class Server:
 
     def readiness(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ready": len(self.slots) == len(self.paths)}
-        for kind in registered():
+        for kind in SERVABLES:
             if kind.listed_when_absent or kind in self.kinds.values():
                 body[f"{kind.kind}s"] = sorted(n for n, s in self.slots.items() if s.kind is kind)
         return body
@@ -127,7 +127,7 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
     app.add_middleware(LimitsAndMetrics, cfg=cfg, metrics=server.metrics, error=error)
     api = Routes(app, [Depends(_key_check(cfg))], cfg, server.slot)
     _add_health_routes(app, server)
-    for kind in registered():
+    for kind in SERVABLES:
         _add_collection_routes(api, server, kind)
         kind.routes(api)
 

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..config import ServeConfig
-from .servables import Routes, Servable, register
+from .servables import Routes, Servable
 
 
 class AnswerRequest(BaseModel):
@@ -35,10 +35,8 @@ class AnswerResponse(BaseModel):
     answers: list[Answer]
 
 
-@register
 class AssistantServable(Servable):
     kind = "assistant"
-    order = 1
 
     def __init__(self, bot: Any) -> None:
         self.bot = bot

@@ -20,7 +20,7 @@ from ..classifier import TextClassifier
 from ..config import ServeConfig
 from ..errors import ModelLoadError
 from ..modeldir import read_info
-from .servables import Routes, Servable, Slot, register
+from .servables import Routes, Servable, Slot
 
 log = logging.getLogger("niche.serve")
 
@@ -46,11 +46,9 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
-@register
 class ClassifierServable(Servable):
     kind = "model"
     fallback = True
-    order = 0
 
     def __init__(self, clf: TextClassifier, batch_size: int) -> None:
         self.clf = clf

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ..config import ServeConfig
 from ..errors import NicheError
 from .errors import InvalidRequest, ModelFailure, PayloadTooLarge
-from .servables import Routes, Servable, register
+from .servables import Routes, Servable
 
 log = logging.getLogger("niche.serve")
 
@@ -32,11 +32,9 @@ class RankRequest(BaseModel):
     exclude_seen: bool = Field(True, description="Leave the history's items out of the ranking.")
 
 
-@register
 class RecommenderServable(Servable):
     kind = "recommender"
     listed_when_absent = False
-    order = 2
 
     def __init__(self, rec: Any) -> None:
         self.rec = rec

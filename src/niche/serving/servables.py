@@ -1,7 +1,7 @@
 """One protocol for everything ``niche serve`` serves: a *servable*.
 
-A kind of servable (a classifier, an assistant, a recommender) is one :class:`Servable` subclass
-registered with :func:`register`. It says which directories it :meth:`~Servable.recognises`,
+A kind of servable (a classifier, an assistant, a recommender) is one :class:`Servable` subclass,
+listed in :data:`niche.serving.kinds.SERVABLES`. It says which directories it :meth:`~Servable.recognises`,
 :meth:`~Servable.load` s one, answers a batch of inputs with :meth:`~Servable.predict_batch` (run
 by the micro-batcher on the model's thread), describes a loaded one with :meth:`~Servable.info`
 (``GET /v1/{kind}s``) and adds its own routes with :meth:`~Servable.routes`. The app
@@ -9,9 +9,8 @@ by the micro-batcher on the model's thread), describes a loaded one with :meth:`
 one recogniser loop, one loader, one reload path (``POST /v1/{kind}s/{name}/reload``, SIGHUP),
 the same micro-batching and metrics for every kind.
 
-A new kind is a module with a registered subclass, imported before :func:`~niche.serving.app.create_app` runs::
+A new kind is a module with a subclass plus one entry in ``SERVABLES`` (:mod:`niche.serving.kinds`)::
 
-    @register
     class EchoServable(Servable):
         kind = "echo"                         # routes under /v1/echos, responses say {"echo": name}
 
@@ -48,7 +47,6 @@ class Servable(ABC):
     """Load directories that no kind recognises as this one (its ``load`` says what is wrong)."""
     listed_when_absent: ClassVar[bool] = True
     """``/readyz`` lists ``{kind}s`` (maybe empty) even when none is served."""
-    order: ClassVar[int] = 100
     """Position among the kinds in ``/readyz`` and the recogniser loop (lower first)."""
 
     @classmethod
@@ -118,33 +116,6 @@ class Routes:
             if not t.strip():
                 raise InvalidRequest(f"input {i} is empty or whitespace-only")
         return texts
-
-
-_REGISTRY: list[type[Servable]] = []
-
-
-def register(cls: type[Servable]) -> type[Servable]:
-    """Class decorator: make ``cls`` a kind ``niche serve`` recognises, loads and routes."""
-    if any(c.kind == cls.kind for c in _REGISTRY if c is not cls):
-        raise ValueError(f"a servable of kind {cls.kind!r} is already registered")
-    if cls not in _REGISTRY:
-        _REGISTRY.append(cls)
-    return cls
-
-
-def registered() -> list[type[Servable]]:
-    """The registered kinds in ``order`` (the built-in classifier, assistant and recommender first;
-    :mod:`niche.serving.app` imports their modules, which register them)."""
-    return sorted(_REGISTRY, key=lambda c: c.order)
-
-
-def recognise(path: str | Path) -> type[Servable]:
-    """The kind that recognises the directory ``path``; the fallback kind when none does."""
-    kinds = registered()
-    for cls in kinds:
-        if cls.recognises(Path(path)):
-            return cls
-    return next(c for c in kinds if c.fallback)
 
 
 def load_slot(kind: type[Servable], name: str, path: Path, cfg: ServeConfig, metrics: Any) -> Slot:

@@ -215,7 +215,7 @@ def test_served_assistant_reloads_new_version_and_reports_metrics(tiny_bert: Pat
 
     from niche.serving.app import create_app
     from niche.serving.assistant import AssistantServable
-    from niche.serving.servables import recognise
+    from niche.serving.kinds import recognise
 
     cfg = AssistantConfig(family="sparse", classifier={}, encoder=str(tiny_bert), target_oos_precision=0.8)
     answers = {"greet": "Hi!", "weather": "Sunny.", "balance": "Ten euros."}

@@ -322,7 +322,7 @@ def test_served_recommender_reloads_on_route_and_sighup_and_reports_metrics(trai
     from niche.apps.recommend import Recommender
     from niche.serving.app import create_app
     from niche.serving.recommend import RecommenderServable
-    from niche.serving.servables import recognise
+    from niche.serving.kinds import recognise
 
     _, _, d = trained
     live = tmp_path / "live"
