@@ -6,6 +6,12 @@ A niche model directory is a Hugging Face style directory (weights as safetensor
 (:func:`write_dir_atomically`), so a crash leaves the previous version or the new one, never half of
 one. Every writer of ``niche.json`` goes through :func:`write_info`.
 
+Loading trusts nothing in a directory (:func:`read_info`, :func:`check_safetensors`): weights are
+read from safetensors only, never from pickles (``*.bin``, ``*.pkl``, ``*.pt`` are not opened), and a
+symbolic link inside the directory whose target lies outside it (``model.safetensors ->
+/etc/passwd``) is refused rather than followed. The directory itself may be a link (``models/live ->
+models/v3``); links between its own files are fine.
+
 Example:
     >>> info = ModelInfo(family="sparse", labels=["neg", "pos"], config={}, training={"rows": 4})
     >>> info.to_dict()["format_version"]
@@ -115,15 +121,22 @@ class ModelInfo:
         if not isinstance(d, Mapping):
             raise ModelLoadError(f"{where}: expected a JSON object, found {type(d).__name__}. Retrain or restore it.")
         version = d.get("format_version", 1)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelLoadError(f"{where}: format_version must be a positive integer, found {version!r:.60}; "
+                                 "the file is damaged. Retrain or restore it.")
+        if version > FORMAT_VERSION:
             raise ModelLoadError(f"{where}: format_version {version!r} is newer than this niche understands "
                                  f"({FORMAT_VERSION}); upgrade niche (pip install -U niche) to load it.")
-        for key, typ in (("family", str), ("labels", list)):
-            if not isinstance(d.get(key), typ):
-                raise ModelLoadError(f"{where}: '{key}' is missing or not a {typ.__name__} "
+        for key, typ in (("family", str), ("labels", list), ("config", dict), ("training", dict),
+                         ("metrics", dict), ("versions", dict)):
+            if (key in ("family", "labels") or key in d) and not isinstance(d.get(key), typ):
+                name = {"dict": "JSON object", "list": "list", "str": "string"}[typ.__name__]
+                raise ModelLoadError(f"{where}: '{key}' is missing or not a {name} "
                                      f"(found {d.get(key)!r:.60}); the file is damaged. Retrain or restore it.")
-        if not all(isinstance(v, str) for v in d["labels"]):
-            raise ModelLoadError(f"{where}: 'labels' must be a list of strings; the file is damaged.")
+        labels = d["labels"]
+        if not labels or not all(isinstance(v, str) for v in labels) or len(set(labels)) != len(labels):
+            raise ModelLoadError(f"{where}: 'labels' must be a non-empty list of distinct strings (found "
+                                 f"{labels!r:.60}); the file is damaged. Retrain or restore it.")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kw = {k: d[k] for k in known if k in d}
         kw.setdefault("config", {})
@@ -158,10 +171,46 @@ def read_info(path: str | Path) -> dict[str, Any]:
         hint = (" It looks like a plain Hugging Face model; fine-tune it with `niche train --base "
                 f"{path}`." if (path / "config.json").exists() else "")
         raise ModelLoadError(f"{path}: no {META}; this is not a niche model directory.{hint}")
+    check_links(path)
     try:
         return json.loads(meta.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{meta}: corrupt JSON ({e}). Retrain or restore the directory.") from None
+
+
+def check_links(path: str | Path) -> None:
+    """Refuse a model directory holding a symbolic link whose target is outside the directory.
+
+    A model directory is a unit that is copied, served and reloaded as one; a link out of it (to
+    ``/etc/passwd``, to another model's weights, to a file that may change under a running server) is
+    either an attack or an accident, and niche does not follow it. Links to the directory itself
+    and between its own files are allowed. Linked folders are checked, not entered.
+    """
+    root = Path(path).resolve()
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink() and not p.resolve().is_relative_to(root):
+                raise ModelLoadError(
+                    f"{path}: {p.relative_to(root)} is a symbolic link to {os.readlink(p)}, outside the model "
+                    "directory; niche does not follow links out of a model directory. Copy the file into the "
+                    f"directory instead (cp --remove-destination \"$(readlink -f {p})\" {p}) if you trust it."
+                )
+
+
+def check_safetensors(path: Path, fix: str = "Retrain the model or restore the directory from a backup.") -> list[str]:
+    """The tensor names of the safetensors file ``path``, or a :class:`ModelLoadError` if it is
+    missing, truncated or not safetensors (checked from its header, without reading the tensors)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path.parent}: missing {path.name}; the model directory is incomplete. {fix}")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return list(f.keys())
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for damaged files
+        raise ModelLoadError(f"{path}: not a complete safetensors file ({e}); it is truncated or damaged "
+                             f"({path.stat().st_size} bytes). {fix}") from None
 
 
 def metrics_lines(info: Mapping[str, Any]) -> list[str]:

@@ -24,7 +24,7 @@ import torch
 from ..config import TransformerConfig
 from ..errors import ConfigError, ModelLoadError
 from ..encoders import pad_batch, plan_batches, quiet_hf
-from .transformer import TransformerModel
+from .transformer import TransformerModel, check_tokenizer_files, check_vocab
 
 ONNX_FILE = "model.onnx"
 KEEP = ("model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -118,10 +118,17 @@ class OnnxTransformerModel(TransformerModel):
             config = json.loads((d / "config.json").read_text(encoding="utf-8"))
             id2label = config["id2label"]
             labels = [id2label[str(i)] for i in range(len(id2label))]
-        except (OSError, KeyError, json.JSONDecodeError) as e:
+        except (OSError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ModelLoadError(f"{d}: config.json is missing or has no id2label ({e}). Re-export the model.") from None
+        check_tokenizer_files(d)
         with quiet_hf():
-            tok = AutoTokenizer.from_pretrained(str(d))
+            try:
+                tok = AutoTokenizer.from_pretrained(str(d))
+            except Exception as e:  # transformers raises OSError, ValueError, KeyError, ...
+                raise ModelLoadError(f"{d}: cannot load the tokenizer ({type(e).__name__}: {str(e)[:300]}). "
+                                     "Re-export the model with `niche export`.") from None
+        if isinstance(config.get("vocab_size"), int):
+            check_vocab(d, tok, config["vocab_size"])
         return cls(cfg, make_session(d / ONNX_FILE, cfg.threads), tok, labels, d, cfg.threads)
 
     def set_threads(self, threads: int) -> None:

@@ -25,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..config import SparseConfig
 from ..errors import ModelLoadError
+from ..modeldir import check_safetensors
 
 WEIGHTS = "sparse.safetensors"
 VOCAB = "sparse_vocab.json"
@@ -212,23 +213,42 @@ class SparseModel:
 
     @classmethod
     def load(cls, d: Path, cfg: SparseConfig) -> "SparseModel":
-        for name in (VOCAB, WEIGHTS):
-            if not (d / name).is_file():
-                raise ModelLoadError(f"{d}: missing {name}; this is not a complete sparse niche model. Retrain it.")
-        meta = json.loads((d / VOCAB).read_text(encoding="utf-8"))
-        arrays = load_file(str(d / WEIGHTS))
-        m = cls(cfg)
-        m.n_classes_ = int(meta["n_classes"])
-        m.kinds_, m.vectorizers_, m.idf_ = [], [], []
-        for i, v in enumerate(meta["vectorizers"]):
-            params = v["params"]
-            params["ngram_range"] = tuple(params["ngram_range"])
-            vec = CountVectorizer(vocabulary={t: j for j, t in enumerate(v["terms"])}, dtype=np.float32, **params)
-            m.kinds_.append(v["kind"])
-            m.vectorizers_.append(vec)
-            m.idf_.append(arrays[f"idf_{i}"])
-        m.coef_, m.intercept_, m.ratio_ = arrays["coef"], arrays["intercept"], arrays["ratio"]
+        fix = f"A sparse model needs {VOCAB} and {WEIGHTS} from the same fit; retrain it or restore the directory."
+        if not (d / VOCAB).is_file():
+            raise ModelLoadError(f"{d}: missing {VOCAB}. {fix}")
+        check_safetensors(d / WEIGHTS, fix)
+        try:
+            meta = json.loads((d / VOCAB).read_text(encoding="utf-8"))
+            arrays = load_file(str(d / WEIGHTS))
+            m = cls(cfg)
+            m.n_classes_ = int(meta["n_classes"])
+            m.kinds_, m.vectorizers_, m.idf_ = [], [], []
+            for i, v in enumerate(meta["vectorizers"]):
+                params = dict(v["params"])
+                params["ngram_range"] = tuple(params["ngram_range"])
+                vec = CountVectorizer(vocabulary={t: j for j, t in enumerate(v["terms"])}, dtype=np.float32, **params)
+                m.kinds_.append(v["kind"])
+                m.vectorizers_.append(vec)
+                m.idf_.append(arrays[f"idf_{i}"])
+                if arrays[f"idf_{i}"].shape != (len(v["terms"]),):
+                    raise ValueError(f"idf_{i} has shape {arrays[f'idf_{i}'].shape} for {len(v['terms'])} terms")
+            m.coef_, m.intercept_, m.ratio_ = arrays["coef"], arrays["intercept"], arrays["ratio"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as e:
+            what = "corrupt JSON" if isinstance(e, json.JSONDecodeError) else f"{type(e).__name__}: {e}"
+            raise ModelLoadError(f"{d}: {VOCAB} and {WEIGHTS} are damaged or do not belong together ({what}). "
+                                 f"{fix}") from None
+        m._check_shapes(d, fix)
         return m
+
+    def _check_shapes(self, d: Path, fix: str) -> None:
+        features = sum(len(v.vocabulary) for v in self.vectorizers_)
+        k = 1 if self.n_classes_ == 2 else self.n_classes_
+        want = {"coef": (k, features), "ratio": (k, features), "intercept": (k,)}
+        for name, shape in want.items():
+            if getattr(self, f"{name}_").shape != shape:
+                raise ModelLoadError(f"{d}: {WEIGHTS} holds {name} of shape {getattr(self, f'{name}_').shape}, but "
+                                     f"{VOCAB} describes {shape} ({features} n-grams, {self.n_classes_} classes); "
+                                     f"the two files do not belong together. {fix}")
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +266,11 @@ def fit(cfg: SparseConfig, task: Any) -> tuple[SparseModel, dict[str, Any]]:
 
 
 def load(path: Path, cfg: SparseConfig, info: dict[str, Any]) -> SparseModel:
-    return SparseModel.load(path, cfg)
+    model = SparseModel.load(path, cfg)
+    if model.n_classes_ != len(info["labels"]):
+        raise ModelLoadError(f"{path}: {VOCAB} is for {model.n_classes_} classes but niche.json lists "
+                             f"{len(info['labels'])} labels; the directory is inconsistent. Retrain it.")
+    return model
 
 
 def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:

@@ -20,6 +20,7 @@ import torch
 from ..config import TransformerConfig
 from ..encoders import pad_batch, pick_device, plan_batches, quiet_hf, resolve_base
 from ..errors import ConfigError, ModelLoadError
+from ..modeldir import check_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,26 @@ class TransformerModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if not (d / "model.safetensors").is_file():
+            pickles = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            found = (f" It has {', '.join(pickles)}: pickle files, which niche never opens (unpickling can run "
+                     "any code)." if pickles else "")
             raise ModelLoadError(
-                f"{d}: no model.safetensors; niche loads safetensors weights only (never pickle). "
-                "Re-save the model with save_pretrained(..., safe_serialization=True)."
+                f"{d}: no model.safetensors; niche loads safetensors weights only (never pickle).{found} "
+                "Re-save the model with save_pretrained(..., safe_serialization=True) where you trust it."
             )
+        check_safetensors(d / "model.safetensors")
+        check_tokenizer_files(d)
         with quiet_hf():
             try:
                 tok = AutoTokenizer.from_pretrained(str(d))
                 model = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True)
-            except (OSError, ValueError) as e:
-                raise ModelLoadError(f"{d}: cannot load the transformer model ({e}).") from None
+            except Exception as e:  # transformers raises OSError, ValueError, RuntimeError, KeyError, ...
+                raise ModelLoadError(
+                    f"{d}: cannot load the transformer model ({type(e).__name__}: {str(e)[:300]}). config.json, "
+                    "model.safetensors and the tokenizer files must come from the same model; retrain or restore "
+                    "the directory."
+                ) from None
+        check_vocab(d, tok, model.get_input_embeddings().num_embeddings)
         model.eval()
         return cls(cfg, model, tok)
 
@@ -201,6 +212,34 @@ class TransformerModel:
     def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
         logits = self.logits_for_ids(self.encode(texts), batch_size, progress)
         return _softmax(logits)
+
+
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib")
+"""Weight files that are pickles: reported when a directory has them instead of safetensors, never opened."""
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def check_tokenizer_files(d: Path) -> None:
+    """A model directory must carry its tokenizer (transformers would otherwise build an empty one)."""
+    if not any((d / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{d}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); the "
+                             "directory is incomplete. Restore the tokenizer the model was trained with, or retrain.")
+
+
+def check_vocab(d: Path, tok: Any, rows: int) -> None:
+    """The tokenizer must fit the embedding matrix (``rows`` token ids): no id beyond it, and not a
+    tokenizer that covers under half of it (real models pad the matrix by a few rows, never double it)."""
+    top = max(tok.get_vocab().values(), default=-1) + 1
+    n = len(tok)
+    fix = ("The tokenizer files do not belong to this model; restore the tokenizer it was trained with "
+           "(or retrain).")
+    if max(top, n) > rows:
+        raise ModelLoadError(f"{d}: the tokenizer has token ids up to {max(top, n) - 1} but the model's embedding "
+                             f"matrix has {rows} rows (vocab_size). {fix}")
+    if n < rows // 2:
+        raise ModelLoadError(f"{d}: the tokenizer has {n} tokens but the model's embedding matrix has {rows} rows. "
+                             f"{fix}")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
