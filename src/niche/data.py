@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import random
-import sys
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,10 @@ from .errors import DataError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+MAX_LINE_CHARS = 10_000_000
+"""The longest line (and CSV field) the readers accept, in characters. A longer one is almost always a
+broken file (binary data, no line breaks, an unclosed quote); reading stops there with a
+:class:`DataError` instead of holding it in memory, so memory stays bounded by this, not by the file."""
 
 
 @dataclass
@@ -99,31 +102,25 @@ def _check_exists(path: Path) -> None:
 
 
 def _check_utf8(path: Path) -> None:
-    """Fail early, with a line number, on bytes that are not UTF-8."""
-    line = 1
+    """Fail early, with a line number, on bytes that are not UTF-8 and on NUL bytes."""
+    line, offset, carry = 1, 0, b""
     with path.open("rb") as f:
-        offset = 0
-        carry = b""
         while chunk := f.read(1 << 20):
-            buf = carry + chunk
+            buf, bad = carry + chunk, None
             try:
                 buf.decode("utf-8")
-                carry = b""
+                good, carry = buf, b""
             except UnicodeDecodeError as e:
-                # An incomplete multi-byte sequence at the chunk end is fine: retry with more bytes.
                 if e.reason == "unexpected end of data" and e.start >= len(buf) - 3:
-                    good, carry = buf[: e.start], buf[e.start :]
-                    line += good.count(b"\n")
-                    offset += len(good)
-                    continue
-                bad_line = line + buf[: e.start].count(b"\n")
-                raise DataError(
-                    f"{path}: line {bad_line}: byte {offset + e.start} is not valid UTF-8 "
-                    f"({buf[e.start:e.start + 4]!r}). niche reads UTF-8 only; convert the file, e.g. "
-                    f"`iconv -f GB18030 -t UTF-8 {path.name} > fixed.csv` (use the encoding it was saved in)."
-                ) from None
-            line += buf.count(b"\n")
-            offset += len(buf)
+                    good, carry = buf[: e.start], buf[e.start:]  # may complete in the next chunk
+                else:
+                    good, bad = buf[: e.start], e.start
+            if (nul := good.find(b"\0")) >= 0:
+                raise _nul_error(path, line + good.count(b"\n", 0, nul), offset + nul, b"\0" in buf[nul + 2:nul + 4])
+            if bad is not None:
+                raise _not_utf8(path, line + good.count(b"\n"), offset + bad, buf, bad)
+            line += good.count(b"\n")
+            offset += len(good)
         if carry:
             raise DataError(
                 f"{path}: line {line}: the file ends inside a multi-byte character (not valid UTF-8). "
@@ -131,18 +128,71 @@ def _check_utf8(path: Path) -> None:
             )
 
 
+def _nul_error(path: Path, line: int, offset: int, utf16: bool) -> DataError:
+    fixed = _fixed(path)
+    why = (f"it may be UTF-16 (convert: `iconv -f UTF-16 -t UTF-8 {path.name} > {fixed}`)" if utf16
+           else f"a damaged one (remove them: `tr -d '\\000' < {path.name} > {fixed}`)")
+    return DataError(f"{path}: line {line}: NUL byte (\\x00) at byte {offset}; a text data file never contains "
+                     f"one, so this is a binary file or {why}. Re-export the data as UTF-8 text.")
+
+
+def _fixed(path: Path) -> str:
+    return f"{path.stem}.utf8{path.suffix}"
+
+
+def guess_encoding(raw: bytes) -> tuple[str, str]:
+    """(description, iconv name) of the likely encoding of ``raw``, bytes of a line that is not UTF-8:
+    UTF-16 by its byte order mark, GB18030/GBK when the bytes decode as Chinese without swallowing any
+    ASCII byte, else Windows-1252/Latin-1 (which decodes anything)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16", "UTF-16"
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError as e:
+        text = raw[: e.start].decode("gb18030") if e.start >= len(raw) - 4 else ""
+    wide = [c for c in text if ord(c) >= 128]
+    cjk = sum("CJK" in unicodedata.name(c, "") or unicodedata.east_asian_width(c) in "FW" for c in wide)
+    ascii_kept = sum(b < 128 for b in raw[: len(text.encode("gb18030"))]) == len(text) - len(wide)
+    if wide and ascii_kept and cjk >= 0.8 * len(wide):
+        return "GBK/GB18030 (Chinese)", "GB18030"
+    return "Windows-1252/Latin-1 (Western European)", "WINDOWS-1252"
+
+
+def _not_utf8(path: Path, line: int, offset: int, buf: bytes, bad: int) -> DataError:
+    lo = buf.rfind(b"\n", max(0, bad - 4096), bad) + 1 or max(0, bad - 4096)
+    hi = buf.find(b"\n", bad, bad + 4096)
+    name, iconv = guess_encoding(buf[lo: hi if hi >= 0 else bad + 4096])
+    return DataError(
+        f"{path}: line {line}: byte {offset} is not valid UTF-8 ({buf[bad:bad + 2]!r}): the file is not UTF-8 "
+        f"text; it looks like {name}. "
+        f"niche reads UTF-8 only; convert the file, e.g. `iconv -f {iconv} -t UTF-8 {path.name} > {_fixed(path)}` "
+        "(use the encoding it was saved in if that guess is wrong)."
+    )
+
+
+def _lines(f: Any, path: Path) -> Iterator[str]:
+    """The lines of the text file ``f``, refusing (without reading it whole) one over MAX_LINE_CHARS."""
+    n = 0
+    while line := f.readline(MAX_LINE_CHARS + 2):  # + 2: room for the line's \r\n
+        n += 1
+        if len(line.rstrip("\r\n")) > MAX_LINE_CHARS:
+            raise DataError(f"{path}: line {n} is longer than {MAX_LINE_CHARS:,} characters (niche's limit for one "
+                            "line of a data file); the file is binary or has no line breaks. Check how it was "
+                            "exported (one record per line), or split the long text.")
+        yield line
+
+
 def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
     """Yield (line number, row dict, header) from a CSV/TSV file with a header row."""
-    with path.open("r", encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
+    csv.field_size_limit(MAX_LINE_CHARS)
+    with path.open("r", encoding="utf-8-sig", newline="") as f:  # -sig: a UTF-8 BOM is not part of the header
+        reader = csv.reader(_lines(f, path), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
             raise DataError(f"{path}: the file is empty; expected a header row such as `text,label`.") from None
         except csv.Error as e:
             raise DataError(f"{path}: line 1: cannot parse the header ({e}).") from None
-        if header and header[0].startswith("\ufeff"):
-            header[0] = header[0][1:]
         start = reader.line_num + 1
         while True:
             try:
@@ -150,6 +200,10 @@ def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any],
             except StopIteration:
                 return
             except csv.Error as e:
+                if "field limit" in str(e):
+                    raise DataError(f"{path}: line {start}: a field longer than {MAX_LINE_CHARS:,} characters "
+                                    f"starts here; usually a quote (\") that opens a field and never closes. Check "
+                                    f"the quoting from line {start}.") from None
                 raise DataError(
                     f"{path}: line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e}). "
                     "Check quoting: fields containing the delimiter, quotes or newlines must be quoted, "
@@ -168,8 +222,8 @@ def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any],
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("r", encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(_lines(f, path), 1):
             if not line.strip():
                 continue
             try:
@@ -223,12 +277,11 @@ def read_texts(path: str | Path, text_col: str | None = None) -> list[str]:
     if not p.is_file():
         raise DataError(f"{p}: text file not found. Check the path (one text per line, or CSV/JSONL with --text-col).")
     if p.suffix.lower() in (".txt", ".text", ""):
-        try:
-            with p.open(encoding="utf-8") as f:
-                return [line.rstrip("\n") for line in f]
-        except UnicodeDecodeError as e:
-            raise DataError(f"{p}: not UTF-8 ({e}). Convert it, e.g. `iconv -f GB18030 -t UTF-8`.") from None
+        _check_utf8(p)
+        with p.open(encoding="utf-8-sig") as f:
+            return [line.rstrip("\n") for line in _lines(f, p)]
     col = text_col or "text"
+    check_text_column(p, col)
     texts = []
     for row, rec, columns in iter_rows(p):
         if col not in rec:
@@ -237,6 +290,30 @@ def read_texts(path: str | Path, text_col: str | None = None) -> list[str]:
         v = rec[col]
         texts.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
     return texts
+
+
+def check_text_column(path: Path, col: str, flag: str = "--text-col") -> None:
+    """A Parquet text column must hold strings: an int64 or list column is the wrong column, or texts
+    written with the wrong type. (CSV holds only strings; JSON numbers are read as their text.)"""
+    if detect_format(path) != "parquet":
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # an unreadable file is reported by the reader
+        return
+    if col not in schema.names:
+        return  # reported by the reader, with the list of columns
+    typ = schema.field(col).type
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)
+            or pa.types.is_null(typ)):
+        raise DataError(f"{path}: column {col!r} has type {typ}, expected strings (the texts). Pass {flag} with "
+                        f"the text column, or write the texts as strings: df[{col!r}] = df[{col!r}].astype(str) "
+                        "before df.to_parquet(...).")
 
 
 def _where(fmt: str) -> str:
@@ -281,6 +358,8 @@ def read_labeled(
     rows: list[int] = []
     skipped = 0
     checked = False
+    if path.suffix:
+        check_text_column(path, text_col)
     for lineno, rec, header in iter_rows(path):
         if not checked or text_col not in rec or label_col not in rec:
             if text_col not in rec:
@@ -289,6 +368,10 @@ def read_labeled(
                 raise _missing_column(path, label_col, "--label-col", header)
             checked = True
         text, label = rec[text_col], rec[label_col]
+        if not isinstance(text, (str, int, float)) and text is not None:
+            raise DataError(f"{path}: {fmt_where} {lineno}, column {text_col!r}: expected a string, found "
+                            f"{type(text).__name__} ({text!r:.40}). Pass --text-col with the text column, or write "
+                            "the texts as strings.")
         if _is_missing(text) or not isinstance(text, str) or not text.strip():
             if isinstance(text, (int, float)) and not _is_missing(text):
                 text = str(text)
