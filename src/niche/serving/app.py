@@ -8,7 +8,8 @@ Every directory is served as the kind that recognises it: a classifier
 recommender (``POST /v1/recommenders/{name}/rank``). Every kind also has ``GET /v1/{kind}s`` and
 ``POST /v1/{kind}s/{name}/reload``; SIGHUP reloads every model. Besides: ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics`` (Prometheus), ``GET /`` (a page to try classifiers), OpenAPI
-at ``/docs``. Every error goes through the one table in :mod:`niche.serving.errors`.
+at ``/docs``. Every error goes through the one table in :mod:`niche.serving.errors`; the OpenAPI
+declares every status each route can return (:mod:`niche.serving.openapi`).
 """
 
 from __future__ import annotations
@@ -24,17 +25,25 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from starlette.exceptions import HTTPException
 
 from ..config import ServeConfig
 from ..errors import NicheError
 from .errors import InvalidRequest, Overloaded, Unauthorized, UnknownModel, status_for
 from .metrics import LimitsAndMetrics, Metrics
 from .kinds import SERVABLES, recognise
+from .openapi import ErrorBody, Readiness, complete_openapi, json_safe, listing_model, reload_model
 from .servables import Routes, Servable, Slot, load_slot
 
 log = logging.getLogger("niche.serve")
 STATIC = Path(__file__).parent / "static"
+
+
+class PrometheusText(Response):
+    """The Prometheus text format, version 0.0.4 (what every scraper reads)."""
+
+    media_type = CONTENT_TYPE_PLAIN_0_0_4
 
 
 class Server:
@@ -131,10 +140,19 @@ def create_app(models: dict[str, str | Path], cfg: ServeConfig | None = None) ->
         _add_collection_routes(api, server, kind)
         kind.routes(api)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse, tags=["page"], summary="A page to try the classifiers")
     async def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:  # FastAPI's, plus the security schemes and the served names
+        if app.openapi_schema is None:
+            names = {f"{k.kind}s": sorted(n for n, c in server.kinds.items() if c is k) for k in SERVABLES}
+            app.openapi_schema = complete_openapi(fastapi_openapi(), cfg, names)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -162,6 +180,14 @@ def _add_error_handlers(app: FastAPI) -> Any:
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]]
         return error(InvalidRequest("invalid request body: " + "; ".join(parts)))
 
+    @app.exception_handler(HTTPException)  # no such route (404) or method (405, with its Allow header)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI cannot parse (not UTF-8): an invalid body, as in the table
+            return error(InvalidRequest(f"invalid request body: {exc.detail}"))
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        return JSONResponse(ErrorBody(error=str(exc.detail), error_type=kind).model_dump(),  # type: ignore[arg-type]
+                            status_code=exc.status_code, headers=exc.headers)
+
     return error
 
 
@@ -169,29 +195,33 @@ def _key_check(cfg: ServeConfig) -> Any:
     async def check_key(request: Request) -> None:  # async: no thread hop per request
         if cfg.api_key is None:
             return
-        given = request.headers.get("x-api-key") or ""
+        key = cfg.api_key.encode()
         auth = request.headers.get("authorization") or ""
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), cfg.api_key.encode()):
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        given = (bearer, request.headers.get("x-api-key") or "")
+        # either scheme (as the OpenAPI's security says); both compared, in constant time
+        if not sum(hmac.compare_digest(g.encode(), key) for g in given):
             raise Unauthorized("missing or wrong API key; send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
 
     return check_key
 
 
 def _add_health_routes(app: FastAPI, server: Server) -> None:
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], summary="Readiness: 200 once every model is loaded",
+             responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "Still loading models."}})
     async def readyz() -> JSONResponse:
         body = server.readiness()
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/metrics", tags=["health"])
-    async def prometheus() -> Response:
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/metrics", tags=["health"], response_class=PrometheusText, summary="Prometheus metrics",
+             responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
+                              "description": "The Prometheus text format 0.0.4."}})
+    async def prometheus() -> PrometheusText:
+        return PrometheusText(generate_latest(server.metrics.registry))
 
 
 def _add_collection_routes(api: Routes, server: Server, kind: type[Servable]) -> None:
@@ -199,14 +229,19 @@ def _add_collection_routes(api: Routes, server: Server, kind: type[Servable]) ->
     plural = f"{kind.kind}s"
 
     async def listing() -> dict[str, Any]:
-        return {plural: [{"name": s.name} | s.servable.info() | {"loaded_at": s.loaded_at}
+        return {plural: [json_safe({"name": s.name} | s.servable.info() | {"loaded_at": s.loaded_at})
                          for s in list(server.slots.values()) if s.kind is kind]}
 
     async def reload(name: str) -> dict[str, Any]:
         return await server.reload(kind, name)
 
-    api.router.add_api_route(f"/v1/{plural}", listing, methods=["GET"], tags=[plural], dependencies=api.auth,
-                             name=f"list_{plural}", summary=f"List the served {plural}")
-    api.router.add_api_route(f"/v1/{plural}/{{name}}/reload", reload, methods=["POST"], tags=[plural],
-                             dependencies=api.auth, name=f"reload_{kind.kind}",
+    # response_model=None: the bodies are built as they are (a kind's info() is its own); the models document them
+    api.router.add_api_route(f"/v1/{plural}", listing, **api.options((), "GET", ok=listing_model(plural)),
+                             tags=[plural], name=f"list_{plural}", summary=f"List the served {plural}",
+                             response_model=None)
+    failed = {422: "The directory's new version has an invalid setting.",
+              500: "The directory's new version failed to load; the previous version keeps serving."}
+    api.router.add_api_route(f"/v1/{plural}/{{name}}/reload", reload,
+                             **api.options((404, 422, 500), "POST", failed, ok=reload_model(kind.kind)),
+                             tags=[plural], name=f"reload_{kind.kind}", response_model=None,
                              summary=f"Reload a {kind.kind} from its directory")

@@ -5,8 +5,6 @@ classification, with the same limits, API key and error table (404 unknown assis
 many/too long, 422 bad body).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..config import ServeConfig
+from .openapi import StrictRequest, documented, texts_schema
 from .servables import Routes, Servable
 
 
-class AnswerRequest(BaseModel):
+class AnswerRequest(StrictRequest):
+    """The body of ``POST /v1/assistants/{name}/answer`` (the app documents ``inputs`` with its limits)."""
+
     inputs: str | list[str] = Field(description="One question or a list of questions.", examples=["what's my balance"])
 
 
@@ -64,9 +65,11 @@ class AssistantServable(Servable):
 
     @classmethod
     def routes(cls, api: Routes) -> None:
-        @api.router.post("/v1/assistants/{name}/answer", tags=["assistants"], response_model=AnswerResponse,
-                         dependencies=api.auth)
-        async def answer(name: str, req: AnswerRequest) -> JSONResponse:
+        body = documented(AnswerRequest, {"inputs": texts_schema(api.cfg)})
+
+        @api.post("/v1/assistants/{name}/answer", (404, 422, 429, 500), tags=["assistants"],
+                  response_model=AnswerResponse, summary="Answer one question or a list of questions")
+        async def answer(name: str, req: body) -> JSONResponse:  # type: ignore[valid-type]
             slot = api.slot(cls, name)
             texts = api.check_texts(req.inputs)
             return JSONResponse({"assistant": name, "answers": await slot.batcher.submit(texts)})

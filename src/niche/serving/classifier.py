@@ -5,29 +5,31 @@ ONNX and ensembles included); a directory no kind recognises is loaded as one to
 :meth:`TextClassifier.load` says what is wrong with it.
 """
 
-from __future__ import annotations
-
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from ..classifier import TextClassifier
 from ..config import ServeConfig
 from ..errors import ModelLoadError
 from ..modeldir import read_info
+from .openapi import StrictRequest, documented, integral, texts_schema
 from .servables import Routes, Servable, Slot
 
 log = logging.getLogger("niche.serve")
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(StrictRequest):
+    """The body of ``POST /v1/models/{name}/classify`` (the app documents ``inputs`` with its limits)."""
+
     inputs: str | list[str] = Field(description="One text or a list of texts.", examples=["my card has not arrived"])
-    top_k: int | None = Field(None, ge=1, description="Labels per input (default: all, sorted by score).")
+    top_k: Annotated[int | None, BeforeValidator(integral)] = Field(
+        None, ge=1, description="Labels per input, at least 1 (default, or more than the model has: all, sorted by score).")
     explain: bool = Field(False, description="Add the classification token's last-layer attention (transformers).")
 
 
@@ -77,9 +79,11 @@ class ClassifierServable(Servable):
 
     @classmethod
     def routes(cls, api: Routes) -> None:
-        @api.router.post("/v1/models/{name}/classify", tags=["models"], response_model=ClassifyResponse,
-                         dependencies=api.auth)
-        async def classify(name: str, req: ClassifyRequest) -> JSONResponse:
+        body = documented(ClassifyRequest, {"inputs": texts_schema(api.cfg)})
+
+        @api.post("/v1/models/{name}/classify", (404, 422, 429, 500), tags=["models"], response_model=ClassifyResponse,
+                  summary="Classify one text or a list of texts")
+        async def classify(name: str, req: body) -> JSONResponse:  # type: ignore[valid-type]
             slot = api.slot(cls, name)  # taken once: this request finishes on this version even if a reload swaps it
             texts = api.check_texts(req.inputs)
             if api.cfg.log_texts:

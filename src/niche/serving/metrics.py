@@ -32,8 +32,8 @@ class Metrics:
 
 
 class LimitsAndMetrics:
-    """Pure ASGI middleware: body-size limit (also for chunked uploads) and per-route request
-    metrics. (Starlette's ``BaseHTTPMiddleware`` costs a task group per request.)"""
+    """Pure ASGI middleware: body-size limit of POST requests (also for chunked uploads) and per-route
+    request metrics. (Starlette's ``BaseHTTPMiddleware`` costs a task group per request.)"""
 
     def __init__(self, app: Any, cfg: ServeConfig, metrics: Metrics, error: Any) -> None:
         self.app, self.cfg, self.metrics, self.error = app, cfg, metrics, error
@@ -53,11 +53,12 @@ class LimitsAndMetrics:
 
         limit = self.cfg.max_body_bytes
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        post = scope["method"] == "POST"  # the only routes that read a body (and declare 413)
         try:
-            if length is not None and length.isdigit() and int(length) > limit:
+            if post and length is not None and length.isdigit() and int(length) > limit:
                 err = PayloadTooLarge(f"request body is {int(length)} bytes; the limit is {limit}")
                 await self.error(err)(scope, receive, send_and_note)
-            elif scope["method"] == "POST" and length is None:  # chunked upload: count as we read
+            elif post and length is None:  # chunked upload: count as we read
                 chunks, size, more = [], 0, True
                 while more and size <= limit:
                     message = await receive()

@@ -21,21 +21,24 @@ A new kind is a module with a subclass plus one entry in ``SERVABLES`` (:mod:`ni
         def predict_batch(self, inputs): return [x.upper() for x in inputs]
         def info(self): return {}
         @classmethod
-        def routes(cls, api): ...             # @api.router.post(...): api.slot(cls, name).batcher.submit(...)
+        def routes(cls, api): ...             # @api.post(path, statuses): api.slot(cls, name).batcher.submit(...)
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 from ..config import ServeConfig
 from .batching import MicroBatcher
 from .errors import InvalidRequest, PayloadTooLarge
+from .openapi import is_blank, route_options
 
 
 class Servable(ABC):
@@ -113,9 +116,27 @@ class Routes:
         for i, t in enumerate(texts):
             if len(t) > cfg.max_chars:
                 raise PayloadTooLarge(f"input {i} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
-            if not t.strip():
+            if is_blank(t):
                 raise InvalidRequest(f"input {i} is empty or whitespace-only")
         return texts
+
+    def options(self, statuses: Iterable[int], method: str = "POST", descriptions: dict[int, str] | None = None,
+                ok: type[BaseModel] | None = None) -> dict[str, Any]:
+        """Keyword arguments of a route under the API key that can return ``statuses`` of the error
+        table (declared in the OpenAPI with the security schemes; 401 is added when a key is
+        configured, 413 to a POST for the body limit; ``descriptions`` replace the general ones;
+        ``ok`` documents the 200 body of a route whose ``response_model`` is None)."""
+        extra = {413} if method == "POST" else set()
+        options = {"dependencies": self.auth, "methods": [method]} | route_options(self.cfg, {*statuses, *extra},
+                                                                                   descriptions)
+        if ok is not None:
+            options["responses"] = {200: {"model": ok}} | options["responses"]
+        return options
+
+    def post(self, path: str, statuses: Iterable[int], descriptions: dict[int, str] | None = None,
+             **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator: ``@api.post(path, statuses, ...)`` adds a POST route with :meth:`options`."""
+        return self.router.api_route(path, **self.options(statuses, "POST", descriptions), **kwargs)
 
 
 def load_slot(kind: type[Servable], name: str, path: Path, cfg: ServeConfig, metrics: Any) -> Slot:

@@ -1,0 +1,81 @@
+"""Schemathesis against a real ``niche serve`` (a sparse classifier, an assistant, a recommender),
+without and with an API key: every check, the examples, coverage, fuzzing and stateful phases,
+deterministic (``--generation-deterministic``: no randomness, no example database; one worker) and bounded
+(``--max-examples``). Any failure fails the test. What the run may treat as this API's own is in
+``schemathesis.toml`` next to this file (413 is a rejection; a rank's ids must be the model's)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("schemathesis", reason="schemathesis (dev extra) not installed")
+
+from niche import TextClassifier  # noqa: E402
+
+from ..apps.assistant.test_assistant import intent_data  # noqa: E402
+from ..apps.recommend.test_recommend import TINY_REC, planted  # noqa: E402
+from ..conftest import free_port, toy_texts, wait_ready  # noqa: E402
+
+KEY = "fuzz-key-0123456789"
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+MAX_EXAMPLES = 20
+
+
+@pytest.fixture(scope="module")
+def served(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """``NAME=DIR`` of a tiny model of every kind."""
+    from niche.apps.assistant import Assistant, AssistantConfig
+    from niche.apps.recommend import Recommender
+    from niche.apps.recommend import data as rd
+
+    root = tmp_path_factory.mktemp("fuzzed")
+    tr, ty = toy_texts(160, seed=1)
+    sp = TextClassifier("sparse").fit(tr, ty).save(root / "sp")
+    cfg = AssistantConfig(family="sparse", classifier={}, encoder=str(tiny_bert), target_oos_precision=0.8)
+    bot = Assistant.build(intent_data(30, 20, 1), dev=intent_data(8, 12, 2), answers={"greet": "Hi!"},
+                          config=cfg).save(root / "bot")
+    (root / "rec").mkdir()
+    data = rd.load(*planted(root / "rec"))
+    rec = Recommender(base=str(tiny_bert), **(TINY_REC | dict(tower_epochs=2, steps=1))).fit(data)
+    rec.save(root / "rec" / "model")
+    return [f"sp={sp}", f"bot={bot}", f"rec={root / 'rec' / 'model'}"]
+
+
+def schemathesis_cli() -> list[str]:
+    st = Path(sys.executable).with_name("st")
+    return [str(st)] if st.exists() else [shutil.which("st") or "st"]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "api-key"])
+def test_schemathesis_finds_nothing(served: list[str], keyed: bool, tmp_path: Path) -> None:
+    port = free_port()
+    serve = [sys.executable, "-m", "niche", "serve", *served, "--port", str(port), "--max-texts", "8",
+             "--max-chars", "200"]
+    st_args = []
+    if keyed:
+        (tmp_path / "key").write_text(KEY + "\n")
+        serve += ["--api-key-file", str(tmp_path / "key")]
+        st_args = ["-H", f"Authorization: Bearer {KEY}"]
+    proc = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base)
+        run = subprocess.run([*schemathesis_cli(), "--config-file", str(CONFIG), "--no-color", "run",
+                              f"{base}/openapi.json", "--checks", "all",
+                              "--phases", "examples,coverage,fuzzing,stateful",
+                              "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic",
+                              "--workers", "1", "--request-timeout", "30",
+                              *st_args],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        proc.terminate()
+        logs = proc.communicate(timeout=30)[0]
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, f"{out[-12000:]}\n--- server log ---\n{logs[-4000:]}"
+    assert "Stateful (not applicable)" not in out and "API Links" in out, out[-4000:]  # the links were followed
+    assert "Traceback" not in logs, logs[-4000:]
