@@ -341,3 +341,17 @@ def test_ensemble_with_a_broken_or_linked_out_member(good_dirs, tmp_path: Path) 
     shutil.rmtree(d / "members" / "1")
     (d / "members" / "1").symlink_to(good_dirs["transformer"], target_is_directory=True)
     refused(d, r"members/1 is a symbolic link to .*outside the model directory")
+
+
+def test_remote_code_named_by_config_is_never_imported(copy_of, tmp_path: Path) -> None:
+    """config.json/tokenizer_config.json ``auto_map`` entries point at a Python file in the directory;
+    niche never passes trust_remote_code, so the file is not imported (the built-in class is used)."""
+    d = copy_of("transformer")
+    marker = tmp_path / "PWNED"
+    (d / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                               "from transformers import BertConfig as C, BertForSequenceClassification as M\n")
+    edit_json(d / "config.json", lambda c: c | {"auto_map": {"AutoConfig": "evil.C",
+                                                             "AutoModelForSequenceClassification": "evil.M"}})
+    edit_json(d / "tokenizer_config.json", lambda c: c | {"auto_map": {"AutoTokenizer": ["evil.T", None]}})
+    TextClassifier.load(d).predict(["good"])
+    assert not marker.exists()
