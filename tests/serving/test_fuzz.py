@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,31 +52,41 @@ def schemathesis_cli() -> list[str]:
     return [str(st)] if st.exists() else [shutil.which("st") or "st"]
 
 
-@pytest.mark.parametrize("keyed", [False, True], ids=["open", "api-key"])
-def test_schemathesis_finds_nothing(served: list[str], keyed: bool, tmp_path: Path) -> None:
-    port = free_port()
-    serve = [sys.executable, "-m", "niche", "serve", *served, "--port", str(port), "--max-texts", "8",
-             "--max-chars", "200"]
-    st_args = []
-    if keyed:
-        (tmp_path / "key").write_text(KEY + "\n")
-        serve += ["--api-key-file", str(tmp_path / "key")]
-        st_args = ["-H", f"Authorization: Bearer {KEY}"]
-    proc = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+@pytest.fixture(scope="module")
+def servers(served: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, tuple[str, Path]]]:
+    """Two ``niche serve`` on loopback, started together (start-up is mostly imports): without and
+    with an API key. Keyed by "has a key": (base URL, log file)."""
+    d = tmp_path_factory.mktemp("servers")
+    (d / "key").write_text(KEY + "\n")
+    procs, out = [], {}
     try:
-        wait_ready(base)
-        run = subprocess.run([*schemathesis_cli(), "--config-file", str(CONFIG), "--no-color", "run",
-                              f"{base}/openapi.json", "--checks", "all",
-                              "--phases", "examples,coverage,fuzzing,stateful",
-                              "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic",
-                              "--workers", "1", "--request-timeout", "30",
-                              *st_args],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        for keyed in (False, True):
+            port, log = free_port(), d / f"serve-{keyed}.log"
+            cmd = [sys.executable, "-m", "niche", "serve", *served, "--port", str(port), "--max-texts", "8",
+                   "--max-chars", "200", *(["--api-key-file", str(d / "key")] if keyed else [])]
+            with log.open("w") as f:
+                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT))
+            out[keyed] = (f"http://127.0.0.1:{port}", log)
+        for base, _ in out.values():
+            wait_ready(base)
+        yield out
     finally:
-        proc.terminate()
-        logs = proc.communicate(timeout=30)[0]
-    out = run.stdout + run.stderr
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "api-key"])
+def test_schemathesis_finds_nothing(servers: dict[bool, tuple[str, Path]], keyed: bool, tmp_path: Path) -> None:
+    base, log = servers[keyed]
+    auth = ["-H", f"Authorization: Bearer {KEY}"] if keyed else []
+    run = subprocess.run([*schemathesis_cli(), "--config-file", str(CONFIG), "--no-color", "run",
+                          f"{base}/openapi.json", "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
+                          "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic", "--workers", "1",
+                          "--request-timeout", "30", *auth],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out, logs = run.stdout + run.stderr, log.read_text()
     assert run.returncode == 0, f"{out[-12000:]}\n--- server log ---\n{logs[-4000:]}"
     assert "Stateful (not applicable)" not in out and "API Links" in out, out[-4000:]  # the links were followed
     assert "Traceback" not in logs, logs[-4000:]
