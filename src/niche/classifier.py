@@ -28,19 +28,37 @@ from .evaluation import compute_metrics, write_report
 from .families import FitTask
 from .modeldir import ModelInfo, write_dir_atomically
 
+def unpaired_surrogate(text: str) -> int | None:
+    """Index of the first unpaired UTF-16 surrogate in ``text``, or None.
+
+    JSON can carry one (``"\\ud800"``) and Python keeps it in a ``str``, but it is not a character: it
+    cannot be encoded as UTF-8, and tokenizers refuse it.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
 def as_texts(X: str | Sequence[str]) -> list[str]:
     """A single string or a list of strings, handled the same way."""
     if isinstance(X, str):
-        return [X]
-    if isinstance(X, LabeledData):
+        texts = [X]
+    elif isinstance(X, LabeledData):
         return X.texts
-    try:
-        texts = list(X)
-    except TypeError:
-        raise DataError(f"expected a string or a list of strings, got {type(X).__name__}.") from None
+    else:
+        try:
+            texts = list(X)
+        except TypeError:
+            raise DataError(f"expected a string or a list of strings, got {type(X).__name__}.") from None
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise DataError(f"input {i}: expected a string, got {type(t).__name__} ({t!r:.60}).")
+        j = unpaired_surrogate(t)
+        if j is not None:
+            raise DataError(f"input {i}: an unpaired surrogate {t[j]!r} at character {j} is not text; remove it "
+                            "or fix how the text was decoded (a lone half of a UTF-16 pair).")
     return texts
 
 

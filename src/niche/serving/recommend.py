@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..classifier import unpaired_surrogate
 from ..config import ServeConfig
 from ..errors import NicheError
 from .errors import InvalidRequest, ModelFailure, PayloadTooLarge
@@ -87,6 +88,10 @@ def check_rank(req: RankRequest, cfg: ServeConfig) -> None:
             raise PayloadTooLarge(f"history_text {i} is longer than {cfg.max_chars} characters (--max-chars)")
         if is_blank(t):
             raise InvalidRequest(f"history_text {i} is empty or whitespace-only")
+        j = unpaired_surrogate(t)
+        if j is not None:
+            raise InvalidRequest(f"history_text {i} has an unpaired surrogate ({t[j]!r}) at character {j}; "
+                                 "send valid Unicode text")
 
 
 class RecommenderServable(Servable):

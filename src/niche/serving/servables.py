@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from ..classifier import unpaired_surrogate
 from ..config import ServeConfig
 from .batching import MicroBatcher
 from .errors import InvalidRequest, PayloadTooLarge
@@ -118,6 +119,10 @@ class Routes:
                 raise PayloadTooLarge(f"input {i} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
             if is_blank(t):
                 raise InvalidRequest(f"input {i} is empty or whitespace-only")
+            j = unpaired_surrogate(t)
+            if j is not None:  # refused here, not in the batch, so it cannot fail other requests' batch
+                raise InvalidRequest(f"input {i} has an unpaired surrogate ({t[j]!r}) at character {j}; "
+                                     "send valid Unicode text")
         return texts
 
     def options(self, statuses: Iterable[int], method: str = "POST", descriptions: dict[int, str] | None = None,
