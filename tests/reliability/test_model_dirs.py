@@ -303,7 +303,8 @@ def test_failed_reload_keeps_the_old_model_serving(copy_of) -> None:
         before = c.post("/v1/models/m/classify", json={"inputs": ["good"]}).json()
         (d / "sparse.safetensors").write_bytes(b"\x00" * 10)
         r = c.post("/v1/models/m/reload")
-        assert r.status_code >= 400, r.text  # (the body does not say why today: see issue 18 item 6 report)
+        assert r.status_code == 500 and r.json()["error_type"] == "model_failure", r.text
+        assert "previous version keeps serving" in r.json()["error"] and "sparse.safetensors" in r.json()["error"]
         after = c.post("/v1/models/m/classify", json={"inputs": ["good"]})
         assert after.status_code == 200 and after.json() == before
 

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from starlette.exceptions import HTTPException
 
 from ..config import ServeConfig
-from ..errors import NicheError
+from ..errors import ModelLoadError, NicheError
 from .errors import InvalidRequest, Overloaded, Unauthorized, UnknownModel, status_for
 from .metrics import LimitsAndMetrics, Metrics
 from .kinds import SERVABLES, recognise
@@ -75,7 +75,11 @@ class Server:
         the requests it already has, then stops."""
         old = self.slot(kind, name)
         async with self.reload_lock:
-            new = await self._load(name)
+            try:
+                new = await self._load(name)
+            except ModelLoadError as e:  # niche's own message about the directory: safe and useful to show
+                raise ModelLoadError(f"{kind.kind} {name!r} was not reloaded, the previous version keeps serving: "
+                                     f"{e}") from None
             self.slots[name] = new  # one assignment: new requests go to the new version from here on
             await old.batcher.drain_and_stop()
         return {kind.kind: name, "reloaded": True, "loaded_at": new.loaded_at, "load_seconds": new.load_seconds}
@@ -161,7 +165,8 @@ def _add_error_handlers(app: FastAPI) -> Any:
 
     def error(exc: BaseException) -> JSONResponse:
         status, kind = status_for(exc)
-        message = str(exc) if status != 500 else "the model failed to process this request"
+        shown = status != 500 or isinstance(exc, ModelLoadError)  # other 500s may carry internals
+        message = str(exc) if shown else "the model failed to process this request"
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
         if status == 500:
             log.error("request failed: %r", exc)
