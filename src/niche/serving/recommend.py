@@ -13,12 +13,11 @@ from typing import Annotated, Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..classifier import unpaired_surrogate
 from ..config import ServeConfig
 from ..errors import NicheError
 from .errors import InvalidRequest, ModelFailure, PayloadTooLarge
-from .openapi import StrictRequest, documented, integral, is_blank, text_schema
-from .servables import Routes, Servable
+from .openapi import StrictRequest, documented, integral, text_schema
+from .servables import Routes, Servable, check_text
 
 log = logging.getLogger("niche.serve")
 
@@ -84,14 +83,7 @@ def check_rank(req: RankRequest, cfg: ServeConfig) -> None:
         if n > limit:
             raise PayloadTooLarge(f"{n} entries in {field}; the limit is {limit}")
     for i, t in enumerate(req.history_text):
-        if len(t) > cfg.max_chars:
-            raise PayloadTooLarge(f"history_text {i} is longer than {cfg.max_chars} characters (--max-chars)")
-        if is_blank(t):
-            raise InvalidRequest(f"history_text {i} is empty or whitespace-only")
-        j = unpaired_surrogate(t)
-        if j is not None:
-            raise InvalidRequest(f"history_text {i} has an unpaired surrogate ({t[j]!r}) at character {j}; "
-                                 "send valid Unicode text")
+        check_text(f"history_text {i}", t, cfg)
 
 
 class RecommenderServable(Servable):

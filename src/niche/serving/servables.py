@@ -93,6 +93,18 @@ class Slot:
     load_seconds: float
 
 
+def check_text(what: str, t: str, cfg: ServeConfig) -> None:
+    """One request text within ``--max-chars`` (413), not blank and valid Unicode (422). Checked before
+    batching, so a bad text cannot fail the other requests of its batch."""
+    if len(t) > cfg.max_chars:
+        raise PayloadTooLarge(f"{what} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
+    if is_blank(t):
+        raise InvalidRequest(f"{what} is empty or whitespace-only")
+    j = unpaired_surrogate(t)
+    if j is not None:
+        raise InvalidRequest(f"{what} has an unpaired surrogate ({t[j]!r}) at character {j}; send valid Unicode text")
+
+
 @dataclass
 class Routes:
     """What a servable's :meth:`~Servable.routes` gets: the router to add routes to, the API-key
@@ -115,14 +127,7 @@ class Routes:
         if len(texts) > cfg.max_texts:
             raise PayloadTooLarge(f"{len(texts)} texts in one request; the limit is {cfg.max_texts} (--max-texts)")
         for i, t in enumerate(texts):
-            if len(t) > cfg.max_chars:
-                raise PayloadTooLarge(f"input {i} has {len(t)} characters; the limit is {cfg.max_chars} (--max-chars)")
-            if is_blank(t):
-                raise InvalidRequest(f"input {i} is empty or whitespace-only")
-            j = unpaired_surrogate(t)
-            if j is not None:  # refused here, not in the batch, so it cannot fail other requests' batch
-                raise InvalidRequest(f"input {i} has an unpaired surrogate ({t[j]!r}) at character {j}; "
-                                     "send valid Unicode text")
+            check_text(f"input {i}", t, cfg)
         return texts
 
     def options(self, statuses: Iterable[int], method: str = "POST", descriptions: dict[int, str] | None = None,
