@@ -317,10 +317,8 @@ def test_niche_serve_exits_nonzero_with_the_message(copy_of) -> None:
     r = subprocess.run([sys.executable, "-m", "niche", "serve", str(d), "--port", str(free_port())],
                        capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr
-    assert r.returncode != 0 and "sparse.safetensors: not a complete safetensors file" in out, out
-    if "Traceback" in out:  # the message is there, but under uvicorn's start-up traceback
-        pytest.xfail("niche serve prints uvicorn's start-up traceback (src/niche/cli/serve.py / serving lifespan, "
-                     "not this suite's code); reported in issue 18 item 6")
+    assert r.returncode == 2 and "sparse.safetensors: not a complete safetensors file" in out, out
+    assert "Traceback" not in out and "serving" not in r.stdout, out  # refused before the port opens
 
 
 def test_ensemble_with_a_broken_or_linked_out_member(good_dirs, tmp_path: Path) -> None:

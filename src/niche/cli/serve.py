@@ -1,9 +1,14 @@
 """``niche serve``: a thin adapter over :mod:`niche.serving`; its flags are the fields of
 :class:`~niche.config.ServeConfig` (the API key is read from ``--api-key-file``, CORS origins are
-given one ``--cors-origin`` each)."""
+given one ``--cors-origin`` each).
+
+The app's lifespan (which loads every model) runs here, around uvicorn, rather than inside uvicorn's
+lifespan protocol: a broken directory then fails with niche's own ``ModelLoadError`` message and exit
+2, before the port opens, instead of under uvicorn's start-up traceback."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -47,5 +52,19 @@ def serve(
         key = api_key_file.read_text().strip()
     cfg = ServeConfig(**(settings or {}), api_key=key, cors_origins=tuple(cors_origin or ()))
     app_ = create_app(models, cfg)
-    out.print(f"serving {', '.join(f'{n} ({p})' for n, p in models.items())} on http://{cfg.host}:{cfg.port}  (docs: /docs)")
-    uvicorn.run(app_, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+    config = uvicorn.Config(app_, host=cfg.host, port=cfg.port, log_level="info", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        async with app_.router.lifespan_context(app_):  # loads the models; raises a NicheError on a broken one
+            out.print(f"serving {', '.join(f'{n} ({p})' for n, p in models.items())} on "
+                      f"http://{cfg.host}:{cfg.port}  (docs: /docs)")
+            await server.serve()
+
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvicorn's loop (uvloop if installed)
+            runner.run(main())
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
+        pass
+    if not server.started:  # e.g. the port is taken (uvicorn has said so)
+        raise typer.Exit(3)
