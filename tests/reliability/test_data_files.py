@@ -206,3 +206,39 @@ def test_jsonl_text_that_is_a_list_or_object(tmp_path: Path) -> None:
     q = write(tmp_path / "o.jsonl", b'{"text": {"title": "t"}, "label": "y"}\n')
     with pytest.raises(DataError, match=r"o\.jsonl: line 1, column 'text': expected a string, found dict"):
         read_labeled(q)
+
+
+# -- batch prediction reads the same way ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sparse_model():
+    from niche import TextClassifier
+
+    from ..conftest import toy_texts
+
+    return TextClassifier("sparse").fit(*toy_texts(40))
+
+
+@pytest.mark.parametrize("values, typename", [([1, 2, 3], "int64"), ([["a"], ["b"], []], "list<element: string>")])
+def test_predict_refuses_a_parquet_text_column_that_is_not_strings(sparse_model, tmp_path: Path, values,
+                                                                   typename: str) -> None:
+    """`niche predict` checks the column type before it touches --out (it used to score str(123))."""
+    import pandas as pd
+
+    from niche.predict import predict_file
+
+    p = tmp_path / "t.parquet"
+    pd.DataFrame({"text": values, "id": [1, 2, 3]}).to_parquet(p)
+    out = tmp_path / "scored.csv"
+    with pytest.raises(DataError) as e:
+        predict_file(sparse_model, p, out, progress=False)
+    assert f"{p}: column 'text' has type {typename}, expected strings" in str(e.value) and "--text-col" in str(e.value)
+    assert not out.exists() and not out.with_name(out.name + ".progress.json").exists()
+
+
+def test_predict_refuses_a_jsonl_text_that_is_a_list(sparse_model, tmp_path: Path) -> None:
+    from niche.predict import predict_file
+
+    p = write(tmp_path / "l.jsonl", b'{"text": "ok"}\n{"text": ["a", "b"]}\n')
+    with pytest.raises(DataError, match=r"l\.jsonl: line 2, column 'text': expected a string, found list.*--text-col"):
+        predict_file(sparse_model, p, tmp_path / "o.jsonl", progress=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..classifier import TextClassifier
-from ..data import detect_format, iter_rows
+from ..data import check_text_column, detect_format, iter_rows
 from ..errors import DataError, ResumeError
 
 OUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -42,6 +42,7 @@ def chunks(path: Path, text_col: str, chunk_rows: int, skip: int) -> Iterator[tu
     texts: list[str] = []
     header: list[str] = []
     where = "row" if detect_format(path) == "parquet" else "line"
+    check_text_column(path, text_col)  # a Parquet column of numbers or lists is the wrong column
     for i, (lineno, rec, header) in enumerate(iter_rows(path)):
         if text_col not in rec:
             raise DataError(f"{path}: column {text_col!r} not found; columns are: {', '.join(map(str, header))}. "
@@ -51,6 +52,10 @@ def chunks(path: Path, text_col: str, chunk_rows: int, skip: int) -> Iterator[tu
         t = rec[text_col]
         if t is None or (isinstance(t, float) and t != t):
             t = ""
+        if not isinstance(t, (str, int, float)):  # a JSON list or object is not a text
+            raise DataError(f"{path}: {where} {lineno}, column {text_col!r}: expected a string, found "
+                            f"{type(t).__name__} ({t!r:.40}). Pass --text-col with the text column, or write "
+                            "the texts as strings.")
         if not isinstance(t, str):
             t = str(t)
         if not t.strip():
@@ -117,9 +122,17 @@ def predict_file(
     if not inp.is_file():
         raise DataError(f"{inp}: file not found. Check the path.")
     detect_format(inp)
+    check_text_column(inp, text_col)  # before the output is touched
     job = _job_id(inp, model_dir, text_col)
     prog = _progress_path(out)
     done, nbytes = 0, 0
+
+    def commit(rows: int, size: int, complete: bool = False) -> None:
+        tmp = prog.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"job": job, "rows": rows, "bytes": size, "complete": complete,
+                                   "input": str(inp), "model": model_dir}))
+        os.replace(tmp, prog)
+
     if out.exists() and not overwrite:
         if not prog.exists():
             raise ResumeError(f"{out} already exists and was not written by an interrupted `niche predict` "
@@ -135,18 +148,13 @@ def predict_file(
             f.truncate(nbytes)  # drop a partly written chunk
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
+        commit(0, 0)  # first, so that a kill before the first chunk is committed still leaves a resumable job
         out.write_bytes(b"")
     labels = clf.classes_
     extra = ["predicted", "confidence"] + [f"p_{lab}" for lab in labels]
     write_header = nbytes == 0
     bar = tqdm(desc="predicting", unit="row", initial=done, disable=not progress, dynamic_ncols=True)
     new = 0
-
-    def commit(rows: int, size: int, complete: bool = False) -> None:
-        tmp = prog.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"job": job, "rows": rows, "bytes": size, "complete": complete,
-                                   "input": str(inp), "model": model_dir}))
-        os.replace(tmp, prog)
 
     with out.open("ab") as f:
         for rows, texts, header in chunks(inp, text_col, chunk_rows, done):
