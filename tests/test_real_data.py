@@ -24,11 +24,17 @@ def test_sparse_on_bundled_banking77() -> None:
 
 
 @pytest.mark.skipif(not (SHARED / "chnsenticorp").is_dir(), reason="../shared/data/chnsenticorp not present")
-def test_sparse_chinese_without_segmenter() -> None:
+def test_sparse_chinese_chooses_analyzer_on_dev() -> None:
+    from niche.families.sparse import have_jieba
+
     tr = _slice(SHARED / "chnsenticorp" / "train.csv", 4000)
     te = _slice(SHARED / "chnsenticorp" / "test.csv", 600)
     clf = TextClassifier("sparse").fit(tr)
-    assert clf.info_["training"]["analyzers"] == ["char"]
+    training = clf.info_["training"]
+    tried = {row["analyzer"] for row in training["tuning"]}
+    assert tried == ({"char", "char+words"} if have_jieba() else {"char"})
+    assert training["analyzers"] in (["char"], ["char", "jieba"])
+    assert training["chosen"]["analyzer"] in tried
     assert clf.evaluate(te)["accuracy"] >= 0.86
 
 

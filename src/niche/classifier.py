@@ -177,7 +177,8 @@ class TextClassifier:
         split, seconds, ...) plus its metrics on ``dev``; also stored as ``info_``."""
         self._check_fitted()
         cfg = self.config_
-        dev_metrics = compute_metrics(dev.labels, self.predict(dev.texts), self.classes_)
+        proba = self.predict_proba(dev.texts)
+        dev_metrics = compute_metrics(dev.labels, [self.classes_[i] for i in proba.argmax(1)], self.classes_, proba)
         training = training | {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         self.info_ = ModelInfo(
             family=self.family, labels=self.classes_, config=config_to_dict(cfg) if cfg is not None else {},
@@ -217,7 +218,7 @@ class TextClassifier:
         check_known_labels(data, self.classes_)
         proba = self.predict_proba(data.texts, batch_size=batch_size, progress=progress)
         pred = [self.classes_[i] for i in proba.argmax(1)]
-        metrics = compute_metrics(data.labels, pred, self.classes_)
+        metrics = compute_metrics(data.labels, pred, self.classes_, proba)
         if out_dir is not None:
             write_report(Path(out_dir), data.texts, data.labels, proba, self.classes_, metrics,
                          title=f"{self.family} on {Path(str(data.source)).name}")

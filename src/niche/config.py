@@ -82,38 +82,50 @@ class TransformerConfig:
 
 @dataclass
 class SparseConfig:
-    """TF-IDF word + char n-grams with NB-weighted logistic regression (Wang & Manning 2012)."""
+    """TF-IDF n-grams + a linear model (NB-weighted or plain logistic regression, or a linear SVM),
+    with the loss, ``C`` and (for Chinese) the analyzer chosen on the dev split, and probabilities
+    calibrated on it (Wang & Manning 2012 for the NB weighting)."""
 
-    analyzer: Literal["auto", "word+char", "char", "word"] = "auto"
-    """``auto``: ``char`` when most letters are CJK (no segmenter needed); ``word`` for long documents
-    (mean > 400 chars); else ``word+char``."""
+    analyzer: Literal["auto", "word+char", "char", "char+words", "word"] = "auto"
+    """``auto``: for CJK text, ``char`` or ``char+words`` (adds jieba word n-grams when ``niche[zh]`` is
+    installed) chosen on dev; ``word`` for long documents (mean > 400 chars); else ``word+char``."""
     word_ngrams: tuple[int, int] = (1, 3)
     """Shortest and longest word n-grams (lo, hi) of the word analyzer."""
     char_ngrams: tuple[int, int] = (2, 5)
     """Shortest and longest character n-grams (lo, hi) within word boundaries."""
     cjk_char_ngrams: tuple[int, int] = (1, 3)
     """Shortest and longest character n-grams (lo, hi) of the char analyzer (CJK text)."""
+    cjk_word_ngrams: tuple[int, int] = (1, 2)
+    """Shortest and longest jieba word n-grams (lo, hi) of the ``char+words`` analyzer."""
     min_df: int = 2
     """N-grams found in fewer training texts than this are dropped."""
     max_features: int = 2_000_000
     """Cap per analyzer (most frequent n-grams kept)."""
+    loss: Literal["auto", "nblr", "lr", "svm"] = "auto"
+    """``nblr``: NB-weighted logistic regression (binary tasks only); ``lr``: logistic regression;
+    ``svm``: linear SVM (squared hinge); ``auto``: the best on dev of those that apply."""
     nb: bool = True
-    """Scale features by the naive-Bayes log-count ratio (binary tasks; multi-class uses plain TF-IDF
-    one-vs-rest, which measured better on banking77)."""
+    """Allow the NB-weighted loss for binary tasks (``loss="auto"`` then tries it)."""
     C: float = 0.0
-    """Inverse regularization; 0 picks a default by data size (binary NB: 30, multi-class: 10)."""
+    """Inverse regularization; 0 chooses it on dev from a small grid per loss (without a dev set:
+    binary NB 30, logistic regression 10, SVM 0.3)."""
+    calibrate: bool = True
+    """Fit the probabilities to the dev split (one temperature, plus a bias for two classes), so that
+    a predicted 0.9 is right about 90 % of the time; predicted labels do not change."""
     max_iter: int = 1000
-    """Most iterations of the logistic-regression solver (liblinear)."""
+    """Most iterations of the solver (liblinear)."""
     seed: int = 42
-    """Random seed of the logistic-regression solver."""
+    """Random seed of the solver."""
 
     def validate(self) -> None:
         positive(self, "min_df", "max_features", "max_iter")
-        for name in ("word_ngrams", "char_ngrams", "cjk_char_ngrams"):
+        for name in ("word_ngrams", "char_ngrams", "cjk_char_ngrams", "cjk_word_ngrams"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise ConfigError(f"{name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}.")
         at_least(self, 0, "C")
+        if self.loss == "nblr" and not self.nb:
+            raise ConfigError("loss='nblr' needs nb=True; set nb=True or choose loss='lr', 'svm' or 'auto'.")
 
 
 @dataclass

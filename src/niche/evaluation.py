@@ -12,10 +12,27 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
-def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
-    """All scores as a JSON-friendly dict (labels in model order)."""
+def calibration_scores(y_true: list[str], proba: np.ndarray, labels: list[str], bins: int = 15) -> dict[str, float]:
+    """Log-loss and expected calibration error (ECE: the top-label confidence against accuracy in
+    ``bins`` equal-width bins, weighted by bin size) of probabilities ``proba`` (columns in ``labels``)."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([index[v] for v in y_true])
+    p = np.clip(proba.astype(np.float64), 1e-12, 1.0)
+    log_loss = float(-np.mean(np.log(p[np.arange(len(y)), y] / p.sum(axis=1))))
+    conf, pred = proba.max(axis=1), proba.argmax(axis=1)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    ece = sum(abs(float(np.mean(pred[which == b] == y[which == b])) - float(np.mean(conf[which == b])))
+              * float(np.mean(which == b)) for b in range(bins) if np.any(which == b))
+    return {"log_loss": log_loss, "ece": float(ece)}
+
+
+def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str],
+                    proba: np.ndarray | None = None) -> dict[str, Any]:
+    """All scores as a JSON-friendly dict (labels in model order); with ``proba``, also log-loss and ECE."""
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     out: dict[str, Any] = {"n": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
+    if proba is not None and len(y_true):
+        out |= calibration_scores(y_true, proba, labels)
     for avg in ("macro", "micro", "weighted"):
         pa, ra, fa, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
         out[avg] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
@@ -60,7 +77,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """A small markdown table of the headline numbers."""
     rows = [("accuracy", metrics["accuracy"])] + [
         (f"{avg} F1", metrics[avg]["f1"]) for avg in ("macro", "micro", "weighted")
-    ]
+    ] + [(name, metrics[key]) for key, name in (("log_loss", "log-loss"), ("ece", "ECE (15 bins)")) if key in metrics]
     return "| metric | value |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.4f} |" for k, v in rows) + "\n"
 
 

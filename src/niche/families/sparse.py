@@ -1,18 +1,29 @@
-"""The ``sparse`` family: TF-IDF word and char n-grams + NB-weighted logistic regression.
+"""The ``sparse`` family: TF-IDF n-grams + a linear model tuned on the dev split.
 
-Trains in seconds on a CPU, needs no pretrained weights, and handles Chinese through char
-n-grams (no word segmenter). Saved without pickle: vocabularies and settings as JSON, arrays
-as safetensors.
+Trains in seconds on a CPU and needs no pretrained weights. Chinese gets char n-grams, plus jieba
+word n-grams when ``niche[zh]`` is installed and they help on dev. Saved without pickle:
+vocabularies and settings as JSON, arrays as safetensors.
+
+Tuning (``loss="auto"``, ``C=0``): the feature matrices are built once; every loss that applies
+(NB-weighted logistic regression for binary tasks, logistic regression, linear SVM) is fitted for a
+small grid of ``C`` on the same matrices, and the best on dev accuracy (ties: macro-F1, then the
+earlier, cheaper candidate) is kept. All of it is recorded in ``niche.json["training"]["tuning"]``.
 
 NB weighting (Wang & Manning 2012, "Baselines and Bigrams"): each feature is scaled by the
-log-count ratio r = log((p / |p|_1) / (q / |q|_1)) of its class-conditional counts, which lets
-a linear model weigh discriminative n-grams more. For K > 2 classes we fit one such binary
-model per class (one-vs-rest) and normalize the K sigmoid scores into probabilities.
+log-count ratio r = log((p / |p|_1) / (q / |q|_1)) of its class-conditional counts. For K > 2 classes
+every loss is one-vs-rest: K binary models whose scores are turned into probabilities.
+
+Calibration: the scores s are mapped to probabilities by sigmoid(a*s + b) (two classes, Platt
+scaling) or softmax(a*s) (K classes, temperature scaling), with a and b fitted to the dev split by
+log-loss. Neither changes which label wins.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -22,13 +33,18 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.svm import LinearSVC
 
 from ..config import SparseConfig
-from ..errors import ModelLoadError
+from ..errors import ConfigError, ModelLoadError
 from ..modeldir import check_safetensors
 
 WEIGHTS = "sparse.safetensors"
 VOCAB = "sparse_vocab.json"
+C_GRID = {"nblr": (3.0, 10.0, 30.0, 100.0), "lr": (3.0, 10.0, 30.0, 100.0), "svm": (0.1, 0.3, 1.0, 3.0)}
+C_DEFAULT = {"nblr": 30.0, "lr": 10.0, "svm": 0.3}
+KINDS = {"word+char": ["word", "char_wb"], "char": ["char"], "char+words": ["char", "jieba"], "word": ["word"]}
 
 
 def cjk_share(texts: list[str], sample: int = 2000) -> float:
@@ -43,13 +59,77 @@ def cjk_share(texts: list[str], sample: int = 2000) -> float:
     return cjk / letters if letters else 0.0
 
 
+def have_jieba() -> bool:
+    try:
+        import jieba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def jieba_words(text: str) -> list[str]:
+    """Chinese words of ``text`` (jieba's precise mode), blanks dropped."""
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return [w for w in jieba.lcut(text) if w.strip()]
+
+
 def _vectorizer_params(kind: str, cfg: SparseConfig) -> dict[str, Any]:
     if kind == "word":
         return {"analyzer": "word", "ngram_range": tuple(cfg.word_ngrams), "lowercase": True,
                 "token_pattern": r"(?u)\b\w+\b"}
     if kind == "char_wb":
         return {"analyzer": "char_wb", "ngram_range": tuple(cfg.char_ngrams), "lowercase": True}
+    if kind == "jieba":
+        return {"analyzer": "word", "ngram_range": tuple(cfg.cjk_word_ngrams), "lowercase": True,
+                "token_pattern": None}
     return {"analyzer": "char", "ngram_range": tuple(cfg.cjk_char_ngrams), "lowercase": True}
+
+
+def _make_vectorizer(kind: str, params: dict[str, Any], **kw: Any) -> CountVectorizer:
+    if kind == "jieba":
+        if not have_jieba():
+            raise ModelLoadError("this sparse model uses jieba word n-grams, but jieba is not installed; "
+                                 "install it with: pip install 'niche[zh]'.")
+        kw["tokenizer"] = jieba_words
+    return CountVectorizer(dtype=np.float32, **params, **kw)
+
+
+def _unit_rows(X: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return (sp.diags(1.0 / norms) @ X).tocsr()
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_calibration(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(a, b) minimizing the dev log-loss of sigmoid(a*s + b) (one score column) or softmax(a*s)."""
+    from scipy.optimize import minimize
+
+    s = scores.astype(np.float64)
+    if s.shape[1] == 1:
+        t = y.astype(np.float64)
+
+        def nll(p: np.ndarray) -> float:
+            z = p[0] * s[:, 0] + p[1]
+            return float(np.mean(np.logaddexp(0.0, z) - t * z))
+        r = minimize(nll, x0=np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(1e-3, 1e3), (-50, 50)])
+        return float(r.x[0]), float(r.x[1])
+
+    def nll_k(p: np.ndarray) -> float:
+        z = p[0] * s
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+    r = minimize(nll_k, x0=np.array([1.0]), method="L-BFGS-B", bounds=[(1e-3, 1e3)])
+    return float(r.x[0]), 0.0
 
 
 class SparseModel:
@@ -57,96 +137,162 @@ class SparseModel:
 
     def __init__(self, cfg: SparseConfig):
         self.cfg = cfg
+        self.calibration_: tuple[str, float, float] | None = None  # (kind, a, b)
 
     # -- features -------------------------------------------------------------------------
-    def _kinds(self, texts: list[str]) -> list[str]:
+    def candidate_analyzers(self, texts: list[str]) -> list[str]:
+        """Analyzer names to try, in order (the first is the cheaper default)."""
         a = self.cfg.analyzer
-        if a == "auto":
-            if cjk_share(texts) > 0.3:
-                a = "char"  # Chinese/Japanese: char n-grams, no segmenter
-            else:
-                # long documents: word 1-3-grams alone are as accurate and 3x faster to fit (IMDB)
-                mean_len = sum(len(t) for t in texts[:2000]) / max(1, min(len(texts), 2000))
-                a = "word" if mean_len > 400 else "word+char"
-        return {"word+char": ["word", "char_wb"], "char": ["char"], "word": ["word"]}[a]
+        if a != "auto":
+            if a == "char+words" and not have_jieba():
+                raise ConfigError("analyzer 'char+words' needs jieba; install it with: pip install 'niche[zh]', "
+                                  "or use analyzer='char'.")
+            return [a]
+        if cjk_share(texts) > 0.3:
+            return ["char", "char+words"] if have_jieba() else ["char"]
+        # long documents: word 1-3-grams alone are as accurate and 3x faster to fit (IMDB)
+        mean_len = sum(len(t) for t in texts[:2000]) / max(1, min(len(texts), 2000))
+        return ["word"] if mean_len > 400 else ["word+char"]
+
+    def _block(self, i: int, texts: list[str]) -> sp.csr_matrix:
+        X = self.vectorizers_[i].transform(texts).astype(np.float32)
+        X.data = 1.0 + np.log(X.data)  # sublinear tf
+        return _unit_rows(X @ sp.diags(self.idf_[i]))
+
+    @staticmethod
+    def _stack(blocks: list[sp.csr_matrix]) -> sp.csr_matrix:
+        if len(blocks) == 1:
+            return blocks[0].astype(np.float32)
+        X = sp.hstack(blocks, format="csr") * (1.0 / np.sqrt(len(blocks)))  # keep unit norm overall
+        return X.astype(np.float32)
 
     def _transform(self, texts: list[str]) -> sp.csr_matrix:
-        blocks = []
-        for vec, idf in zip(self.vectorizers_, self.idf_):
-            X = vec.transform(texts).astype(np.float32)
-            X.data = 1.0 + np.log(X.data)  # sublinear tf
-            X = X @ sp.diags(idf)
-            norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-            norms[norms == 0] = 1.0
-            blocks.append(sp.diags(1.0 / norms) @ X)
-        X = sp.hstack(blocks, format="csr") if len(blocks) > 1 else blocks[0].tocsr()
-        if len(blocks) > 1:
-            X = X * (1.0 / np.sqrt(len(blocks)))  # keep unit norm overall
-        return X.astype(np.float32)
+        return self._stack([self._block(i, texts) for i in range(len(self.vectorizers_))])
+
+    def _fit_vectorizer(self, kind: str, texts: list[str]) -> None:
+        n = len(texts)
+        vec = _make_vectorizer(kind, _vectorizer_params(kind, self.cfg), min_df=min(self.cfg.min_df, max(1, n // 2)),
+                               max_features=self.cfg.max_features)
+        X = vec.fit_transform(texts)
+        df = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+        self.vectorizers_.append(vec)
+        self.idf_.append((np.log((1 + n) / (1 + df)) + 1.0).astype(np.float32))
 
     # -- training -------------------------------------------------------------------------
     def fit(self, texts: list[str], y: np.ndarray, n_classes: int, progress: bool = False,
-            soft: np.ndarray | None = None) -> "SparseModel":
+            soft: np.ndarray | None = None, dev_texts: list[str] | None = None,
+            dev_y: np.ndarray | None = None) -> "SparseModel":
         """Fit on hard labels ``y``, or, with ``soft`` (N, K) target distributions (distillation from
         a teacher; unlabeled texts welcome), on the soft cross-entropy: each binary model sees every
-        text twice, as positive with weight p_k and as negative with weight 1 - p_k."""
+        text twice, as positive with weight p_k and as negative with weight 1 - p_k.
+
+        With ``dev_texts``/``dev_y`` the analyzer (CJK), loss and ``C`` left on ``auto`` are chosen on
+        dev and the probabilities calibrated there; without, the defaults are used uncalibrated.
+        """
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        self.kinds_ = self._kinds(texts)
+        self.n_classes_ = n_classes
         binary = n_classes == 2
-        targets = [1] if binary else list(range(n_classes))
-        bar = tqdm(total=len(self.kinds_) + len(targets), desc="sparse fit", unit="stage", disable=not progress,
+        tune = dev_texts is not None and dev_y is not None and len(dev_texts) > 0 and soft is None
+        analyzers = self.candidate_analyzers(texts) if tune else self.candidate_analyzers(texts)[:1]
+        losses = self._losses(binary, soft is not None)
+        grid = [(a, loss, C) for a in analyzers for loss in losses
+                for C in ((cfg.C,) if cfg.C else C_GRID[loss] if tune else (C_DEFAULT[loss],))]
+        kinds = list(dict.fromkeys(k for a in analyzers for k in KINDS[a]))
+        bar = tqdm(total=len(kinds) + len(grid), desc="sparse fit", unit="stage", disable=not progress,
                    dynamic_ncols=True)
         self.vectorizers_, self.idf_ = [], []
-        n = len(texts)
-        for kind in self.kinds_:
-            vec = CountVectorizer(min_df=min(cfg.min_df, max(1, n // 2)), max_features=cfg.max_features,
-                                  dtype=np.float32, **_vectorizer_params(kind, cfg))
-            X = vec.fit_transform(texts)
-            df = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
-            self.vectorizers_.append(vec)
-            self.idf_.append((np.log((1 + n) / (1 + df)) + 1.0).astype(np.float32))
+        train_blocks, dev_blocks = {}, {}
+        for i, kind in enumerate(kinds):
+            self._fit_vectorizer(kind, texts)
+            train_blocks[kind] = self._block(i, texts)
+            if tune:
+                dev_blocks[kind] = self._block(i, dev_texts)
             bar.update(1)
-        X = self._transform(texts)
-        self.n_classes_ = n_classes
-        # NB weighting helps binary sentiment (IMDB +1.6 points) but hurts many-class intents
-        # (banking77: 89.8 % with, 91.7 % without), so it is used for binary tasks only.
-        use_nb = cfg.nb and binary
-        C = cfg.C or (30.0 if use_nb else 10.0)
-        coefs, intercepts, ratios = [], [], []
-        for k in targets:
-            if soft is not None:
-                coef, b, r = self._fit_soft(X, soft[:, k].astype(np.float64), use_nb, C)
-                coefs.append(coef)
-                intercepts.append(b)
-                ratios.append(r)
-                bar.update(1)
-                continue
-            yk = (y == k).astype(np.int64)
-            if use_nb:
-                r = self._nb_ratio(X, yk)
-                Xk = X @ sp.diags(r)
+        tried: list[dict[str, Any]] = []
+        best: tuple[tuple[float, float], dict[str, Any], Any] | None = None
+        last: dict[tuple[str, str], float] = {}
+        for a, loss, C in grid:
+            if last.get((a, loss)) == -1.0:
+                continue  # dev accuracy fell with the previous, larger C: the rest of this sweep is skipped
+            X = self._stack([train_blocks[k] for k in KINDS[a]])
+            t0 = time.perf_counter()
+            params = self._fit_linear(X, y, n_classes, loss, C, soft)
+            row: dict[str, Any] = {"analyzer": a, "loss": loss, "C": C, "seconds": round(time.perf_counter() - t0, 2)}
+            if tune:
+                scores = self._scores(self._stack([dev_blocks[k] for k in KINDS[a]]), *params)
+                pred = (scores[:, 0] > 0).astype(int) if binary else scores.argmax(1)
+                key = (float(np.mean(pred == dev_y)), float(f1_score(dev_y, pred, average="macro")))
+                row |= {"dev_accuracy": round(key[0], 5), "dev_macro_f1": round(key[1], 5)}
+                if best is None or key > best[0]:
+                    best = (key, row, (params, scores))
+                prev = last.get((a, loss))
+                last[(a, loss)] = -1.0 if prev is not None and key[0] < prev else key[0]
             else:
-                r = np.ones(X.shape[1], dtype=np.float32)
-                Xk = X
-            if yk.min() == yk.max():  # a class absent from this training set: never predict it
-                coefs.append(np.zeros(X.shape[1], np.float32))
-                intercepts.append(-20.0)
-                ratios.append(r)
-                bar.update(1)
-                continue
-            lr = LogisticRegression(C=C, max_iter=cfg.max_iter, solver="liblinear", random_state=cfg.seed)
-            lr.fit(Xk, yk)
-            coefs.append(lr.coef_.ravel().astype(np.float32))
-            intercepts.append(float(lr.intercept_[0]))
-            ratios.append(r)
+                best = ((0.0, 0.0), row, (params, None))
+            tried.append(row)
             bar.update(1)
         bar.close()
-        self.coef_ = np.stack(coefs)  # (K', F) with K' = 1 for binary
-        self.intercept_ = np.asarray(intercepts, dtype=np.float32)
-        self.ratio_ = np.stack(ratios)
+        assert best is not None
+        _, row, (params, dev_scores) = best
+        self.coef_, self.intercept_, self.ratio_ = params
+        keep = [kinds.index(k) for k in KINDS[row["analyzer"]]]
+        self.kinds_ = [kinds[i] for i in keep]
+        self.vectorizers_ = [self.vectorizers_[i] for i in keep]
+        self.idf_ = [self.idf_[i] for i in keep]
+        self.choice_ = {k: row[k] for k in ("analyzer", "loss", "C")}
+        self.tuning_ = tried if tune else []
+        if tune and cfg.calibrate:
+            a, b = fit_calibration(dev_scores, dev_y)
+            self.calibration_ = ("platt" if binary else "temperature", a, b)
         return self
+
+    def _losses(self, binary: bool, soft: bool) -> list[str]:
+        cfg = self.cfg
+        if cfg.loss != "auto":
+            if cfg.loss == "nblr" and not binary:
+                raise ConfigError("loss='nblr' is for two classes; this data has more. Use 'lr', 'svm' or 'auto'.")
+            if soft and cfg.loss == "svm":
+                raise ConfigError("distilling into a sparse student needs a logistic loss; use loss='lr' or 'auto'.")
+            return [cfg.loss]
+        if soft:
+            return ["nblr" if binary and cfg.nb else "lr"]
+        # NB weighting helps binary sentiment (IMDB +1.6 points) but hurt many-class intents (banking77)
+        return (["nblr"] if binary and cfg.nb else []) + ["lr", "svm"]
+
+    def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int, loss: str, C: float,
+                    soft: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(coef (K', F), intercept (K',), ratio (K', F)) with K' = 1 for two classes."""
+        targets = [1] if n_classes == 2 else list(range(n_classes))
+        F = X.shape[1]
+        ones = np.ones(F, dtype=np.float32)
+        if loss == "svm" and soft is None and len(np.unique(y)) > 1:
+            svc = LinearSVC(C=C, max_iter=self.cfg.max_iter, random_state=self.cfg.seed).fit(X, y)
+            coef, b = svc.coef_.astype(np.float32), svc.intercept_.astype(np.float32)
+            if n_classes > 2 and coef.shape[0] != n_classes:  # classes absent from training: never predicted
+                full, fb = np.zeros((n_classes, F), np.float32), np.full(n_classes, -20.0, np.float32)
+                full[svc.classes_], fb[svc.classes_] = coef, b
+                coef, b = full, fb
+            return coef, b, np.tile(ones, (len(targets), 1))
+        def one(k: int) -> tuple[np.ndarray, float, np.ndarray]:
+            if soft is not None:
+                return self._fit_soft(X, soft[:, k].astype(np.float64), loss == "nblr", C)
+            return self._fit_binary(X, (y == k).astype(np.int64), loss == "nblr", C)
+
+        # liblinear releases the GIL, so one-vs-rest fits run in parallel threads (same results, any order)
+        with ThreadPoolExecutor(max_workers=min(len(targets), os.cpu_count() or 1)) as pool:
+            fitted = list(pool.map(one, targets))
+        coefs, intercepts, ratios = zip(*fitted)
+        return np.stack(coefs), np.asarray(intercepts, dtype=np.float32), np.stack(ratios)
+
+    def _fit_binary(self, X: sp.csr_matrix, yk: np.ndarray, use_nb: bool, C: float) -> tuple[np.ndarray, float, np.ndarray]:
+        r = self._nb_ratio(X, yk) if use_nb else np.ones(X.shape[1], dtype=np.float32)
+        if yk.min() == yk.max():  # a class absent from this training set: never predict it
+            return np.zeros(X.shape[1], np.float32), (20.0 if yk[0] == 1 else -20.0), r
+        lr = LogisticRegression(C=C, max_iter=self.cfg.max_iter, solver="liblinear", random_state=self.cfg.seed)
+        lr.fit(X @ sp.diags(r) if use_nb else X, yk)
+        return lr.coef_.ravel().astype(np.float32), float(lr.intercept_[0]), r
 
     def _fit_soft(self, X: sp.csr_matrix, pk: np.ndarray, use_nb: bool, C: float) -> tuple[np.ndarray, float, np.ndarray]:
         if use_nb:
@@ -178,19 +324,28 @@ class SparseModel:
         return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
 
     # -- inference ------------------------------------------------------------------------
+    @staticmethod
+    def _scores(X: sp.csr_matrix, coef: np.ndarray, intercept: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+        # score_k = (x * r_k) . w_k + b_k = x . (r_k * w_k) + b_k
+        return np.asarray(X @ (ratio * coef).T) + intercept
+
     def decision_function(self, texts: list[str]) -> np.ndarray:
-        X = self._transform(texts)
-        # (N, F) * (K', F): score_k = (x * r_k) . w_k + b_k = x . (r_k * w_k) + b_k
-        W = (self.ratio_ * self.coef_).T  # (F, K')
-        return np.asarray(X @ W) + self.intercept_
+        return self._scores(self._transform(texts), self.coef_, self.intercept_, self.ratio_)
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
         """(n, n_classes) probabilities; ``batch_size`` is ignored (one sparse product does all)."""
         s = self.decision_function(texts).astype(np.float64)
-        if self.n_classes_ == 2:
+        if self.calibration_ is not None:
+            _, a, b = self.calibration_
+            if self.n_classes_ == 2:
+                p1 = 1.0 / (1.0 + np.exp(-(a * s[:, 0] + b)))
+                p = np.stack([1 - p1, p1], axis=1)
+            else:
+                p = _softmax(a * s)
+        elif self.n_classes_ == 2:
             p1 = 1.0 / (1.0 + np.exp(-s[:, 0]))
             p = np.stack([1 - p1, p1], axis=1)
-        else:
+        else:  # models saved before calibration: normalized one-vs-rest sigmoids
             p = 1.0 / (1.0 + np.exp(-s))
             p = p / p.sum(axis=1, keepdims=True)
         if progress is not None:
@@ -205,8 +360,11 @@ class SparseModel:
             for term, i in vec.vocabulary_.items():
                 terms[i] = term
             vocab.append({"kind": kind, "params": _jsonable(_vectorizer_params(kind, self.cfg)), "terms": terms})
-        (d / VOCAB).write_text(json.dumps({"n_classes": self.n_classes_, "vectorizers": vocab}, ensure_ascii=False),
-                               encoding="utf-8")
+        meta: dict[str, Any] = {"n_classes": self.n_classes_, "vectorizers": vocab}
+        if self.calibration_ is not None:
+            kind, a, b = self.calibration_
+            meta["calibration"] = {"kind": kind, "a": a, "b": b}
+        (d / VOCAB).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         arrays = {"coef": self.coef_, "intercept": self.intercept_, "ratio": self.ratio_}
         arrays |= {f"idf_{i}": idf for i, idf in enumerate(self.idf_)}
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(d / WEIGHTS))
@@ -226,13 +384,16 @@ class SparseModel:
             for i, v in enumerate(meta["vectorizers"]):
                 params = dict(v["params"])
                 params["ngram_range"] = tuple(params["ngram_range"])
-                vec = CountVectorizer(vocabulary={t: j for j, t in enumerate(v["terms"])}, dtype=np.float32, **params)
+                vec = _make_vectorizer(v["kind"], params, vocabulary={t: j for j, t in enumerate(v["terms"])})
                 m.kinds_.append(v["kind"])
                 m.vectorizers_.append(vec)
                 m.idf_.append(arrays[f"idf_{i}"])
                 if arrays[f"idf_{i}"].shape != (len(v["terms"]),):
                     raise ValueError(f"idf_{i} has shape {arrays[f'idf_{i}'].shape} for {len(v['terms'])} terms")
             m.coef_, m.intercept_, m.ratio_ = arrays["coef"], arrays["intercept"], arrays["ratio"]
+            if "calibration" in meta:
+                c = meta["calibration"]
+                m.calibration_ = (str(c["kind"]), float(c["a"]), float(c["b"]))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as e:
             what = "corrupt JSON" if isinstance(e, json.JSONDecodeError) else f"{type(e).__name__}: {e}"
             raise ModelLoadError(f"{d}: {VOCAB} and {WEIGHTS} are damaged or do not belong together ({what}). "
@@ -261,8 +422,12 @@ CONFIG = SparseConfig
 
 
 def fit(cfg: SparseConfig, task: Any) -> tuple[SparseModel, dict[str, Any]]:
-    model = SparseModel(cfg).fit(task.train.texts, task.y_train, len(task.labels), progress=task.progress)
-    return model, {"analyzers": model.kinds_}
+    model = SparseModel(cfg).fit(task.train.texts, task.y_train, len(task.labels), progress=task.progress,
+                                 dev_texts=task.dev.texts, dev_y=task.y_dev)
+    facts: dict[str, Any] = {"analyzers": model.kinds_, "chosen": model.choice_, "tuning": model.tuning_}
+    if model.calibration_ is not None:
+        facts["calibration"] = dict(zip(("kind", "a", "b"), model.calibration_))
+    return model, facts
 
 
 def load(path: Path, cfg: SparseConfig, info: dict[str, Any]) -> SparseModel:
@@ -274,4 +439,12 @@ def load(path: Path, cfg: SparseConfig, info: dict[str, Any]) -> SparseModel:
 
 
 def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
-    return ["- base: none (TF-IDF n-grams + NB-weighted logistic regression)"], []
+    chosen = info.get("training", {}).get("chosen")
+    names = {"nblr": "NB-weighted logistic regression", "lr": "logistic regression", "svm": "linear SVM"}
+    if not chosen:
+        return ["- base: none (TF-IDF n-grams + NB-weighted logistic regression)"], []
+    facts = [f"- base: none (TF-IDF {chosen['analyzer']} n-grams + {names.get(chosen['loss'], chosen['loss'])}, "
+             f"C={chosen['C']:g}, chosen on the dev split)"]
+    if info.get("training", {}).get("calibration"):
+        facts.append("- probabilities calibrated on the dev split")
+    return facts, []

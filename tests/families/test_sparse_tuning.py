@@ -1,0 +1,94 @@
+"""The sparse family chooses its loss, C and (Chinese) analyzer on dev and calibrates its probabilities
+there (issue 17, item 1): the choice and the grid are recorded, the calibrated model reloads to the same
+probabilities, and settings that cannot apply are refused with the fix."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from niche import ConfigError, TextClassifier
+from niche.evaluation import calibration_scores
+from niche.families.sparse import have_jieba
+
+POS = ["great", "wonderful", "loved", "excellent", "superb", "fine", "happy"]
+NEG = ["awful", "terrible", "hated", "boring", "poor", "sad", "broken"]
+
+
+def toy(n: int, seed: int, noise: float = 0.15) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        lab = "pos" if i % 2 else "neg"
+        words = rng.sample(POS if lab == "pos" else NEG, 2) + rng.sample(POS + NEG, 2) + ["movie", "the"]
+        rng.shuffle(words)
+        if rng.random() < noise:
+            lab = "neg" if lab == "pos" else "pos"
+        texts.append(" ".join(words))
+        labels.append(lab)
+    return texts, labels
+
+
+def test_choice_and_grid_are_recorded_and_reload_identically(tmp_path):
+    X, y = toy(300, 0)
+    dev = toy(100, 1)
+    clf = TextClassifier("sparse").fit(X, y, eval_data=dev)
+    t = clf.info_["training"]
+    assert t["chosen"]["loss"] in {"nblr", "lr", "svm"}
+    losses = {row["loss"] for row in t["tuning"]}
+    assert losses == {"nblr", "lr", "svm"}, losses  # binary: all three tried
+    best = max(r["dev_accuracy"] for r in t["tuning"])
+    chosen = [r for r in t["tuning"] if (r["loss"], r["C"]) == (t["chosen"]["loss"], t["chosen"]["C"])]
+    assert chosen and chosen[0]["dev_accuracy"] == best
+    assert t["calibration"]["kind"] == "platt"
+    assert "log_loss" in clf.info_["metrics"]["dev"] and 0 <= clf.info_["metrics"]["dev"]["ece"] <= 1
+    clf.save(tmp_path / "m")
+    again = TextClassifier.load(tmp_path / "m")
+    test = toy(50, 2)[0]
+    np.testing.assert_allclose(again.predict_proba(test), clf.predict_proba(test), rtol=1e-6)
+    assert "chosen on the dev split" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+
+
+def test_calibration_lowers_dev_log_loss_and_keeps_labels():
+    X, y = toy(300, 3, noise=0.3)
+    dev = toy(200, 4, noise=0.3)
+    raw = TextClassifier("sparse", calibrate=False).fit(X, y, eval_data=dev)
+    cal = TextClassifier("sparse").fit(X, y, eval_data=dev)
+    assert raw.info_["training"]["chosen"] == cal.info_["training"]["chosen"]
+    assert raw.predict(dev[0]) == cal.predict(dev[0])
+    before = calibration_scores(dev[1], raw.predict_proba(dev[0]), raw.classes_)["log_loss"]
+    after = calibration_scores(dev[1], cal.predict_proba(dev[0]), cal.classes_)["log_loss"]
+    assert after <= before + 1e-9, (before, after)
+
+
+def test_multiclass_tries_lr_and_svm_and_fixed_settings_are_kept():
+    rng = random.Random(5)
+    words = {c: [f"{c}{i}" for i in range(6)] for c in "abc"}
+    X = [" ".join(rng.sample(words[c], 3)) for c in "abc" for _ in range(40)]
+    y = [c for c in "abc" for _ in range(40)]
+    clf = TextClassifier("sparse").fit(X, y)
+    assert {r["loss"] for r in clf.info_["training"]["tuning"]} == {"lr", "svm"}
+    assert clf.info_["training"]["calibration"]["kind"] == "temperature"
+    fixed = TextClassifier("sparse", loss="svm", C=0.5).fit(X, y)
+    assert len(fixed.info_["training"]["tuning"]) == 1  # nothing to choose: one fit
+    assert fixed.info_["training"]["chosen"] == {"analyzer": "word+char", "loss": "svm", "C": 0.5}
+    with pytest.raises(ConfigError, match="two classes"):
+        TextClassifier("sparse", loss="nblr").fit(X, y)
+
+
+@pytest.mark.skipif(not have_jieba(), reason="jieba (niche[zh]) is not installed")
+def test_chinese_tries_jieba_words_and_reloads(tmp_path):
+    rng = random.Random(6)
+    good, bad = ["服务很好", "非常满意", "干净舒适", "推荐入住"], ["环境太差", "非常失望", "房间很脏", "不会再来"]
+    X, y = [], []
+    for i in range(200):
+        lab = i % 2
+        X.append("，".join(rng.sample(good if lab else bad, 2) + rng.sample(good + bad, 1)) + "。")
+        y.append("pos" if lab else "neg")
+    clf = TextClassifier("sparse").fit(X, y)
+    assert {r["analyzer"] for r in clf.info_["training"]["tuning"]} == {"char", "char+words"}
+    clf.save(tmp_path / "zh")
+    np.testing.assert_allclose(TextClassifier.load(tmp_path / "zh").predict_proba(X[:20]), clf.predict_proba(X[:20]),
+                               rtol=1e-6)
