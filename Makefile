@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.niche-installed
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-slow bench venv clean browser postgres
+.PHONY: demo test test-slow bench bench-peers-venv bench-peers venv clean browser postgres
 
 venv: $(STAMP)
 
@@ -40,6 +40,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/compress.py
+	$(BIN)/python benchmarks/run.py --render
+
+# The peers of benchmarks/peers.py (fastText, model2vec, SetFit) in their own .venv-peers: model2vec's
+# distillation needs transformers<5.4, niche's .venv has 5.23. Pins: benchmarks/peers-constraints.txt.
+bench-peers-venv:
+	PYTHON=$(PYTHON) benchmarks/peers-venv.sh
+
+# niche vs tuned peers on the shared datasets (about 2 h on 2 cores; cached per dataset and system).
+bench-peers: $(STAMP) bench-peers-venv
+	nice -n 10 $(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/run.py --render
 
 clean:
