@@ -1,0 +1,57 @@
+"""benchmarks/peers.py and its BENCHMARKS.md section on synthetic results (no peers, no data)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import peers  # noqa: E402
+from sections import peers as section  # noqa: E402
+
+
+def _result(results: Path, dataset: str, system: str, shots=None, **kw) -> None:
+    r = {"dataset": dataset, "system": system, "label": peers.SYSTEMS[system].label, "shots": shots,
+         "status": "ok", "accuracy": 0.9, "macro_f1": 0.89, "train_s": 1.0, "docs_per_s": 100.0, "size_mb": 1.0,
+         "settings": {}, "split": f"runs/peers/{dataset}/full", "date": "2026-12-03",
+         "split_meta": {"n_train": 9, "n_dev": 1, "n_test": 3, "classes": 2, "how": "x"}} | kw
+    d = results / "peers"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{peers.key(dataset, system, shots)}.json").write_text(json.dumps(r))
+
+
+def test_fasttext_prep_splits_cjk_characters_and_keeps_ascii_words():
+    assert peers.fasttext_prep("Hello World,\n我爱iPhone手机!") == "hello world , 我 爱 iphone 手 机 !"
+
+
+def test_jobs_follow_the_registry_stages():
+    cheap = peers.jobs("cheap", ["sst2"], [])
+    assert ("sst2", "niche-sparse", None) in cheap and all(s != "setfit" for _, s, _ in cheap)
+    few = peers.jobs("fewshot", ["sst2", "imdb"], ["setfit"])
+    assert few == [("sst2", "setfit", k) for k in peers.FEWSHOT_K]  # imdb has no few-shot grid
+    assert all(s.name in peers.SYSTEMS for s in peers.REGISTRY)
+
+
+def test_section_tables_floor_and_failures(tmp_path):
+    _result(tmp_path, "banking77", "niche-sparse", accuracy=0.9100)
+    _result(tmp_path, "banking77", "tfidf-svc", accuracy=0.9115)  # -0.15 points: met
+    _result(tmp_path, "sst2", "niche-sparse", accuracy=0.80)
+    _result(tmp_path, "sst2", "tfidf-svc", accuracy=0.81)  # -1 point: not met
+    _result(tmp_path, "sst2", "fasttext", status="timeout", error="killed after 1800 s")
+    _result(tmp_path, "sst2", "niche-static", status="not available", error="no family static")
+    _result(tmp_path, "sst2", "niche-auto", accuracy=0.85, settings={"winner": "transformer"})
+    _result(tmp_path, "sst2", "tfidf-svc", shots=8, accuracy=0.6)
+    lines, floors = section.section(tmp_path)
+    text = "\n".join(lines)
+    assert [ok for _, _, ok in floors] == [True, False]
+    assert "**timeout**" in text and "not available in this niche" in text.lower()
+    assert "winner: **transformer**" in text and "| sst2 | 85.00 (transformer) |" in text
+    assert "#### sst2" in text and "60.00 / 89.00" in text
+
+
+def test_section_is_kept_without_results(tmp_path):
+    lines, floors = section.section(tmp_path)
+    assert floors == [] and len(lines) == 1 and lines[0].heading == section.HEADING
