@@ -13,9 +13,9 @@ from .version import __version__  # noqa: E402
 from .classifier import TextClassifier, build_ensemble  # noqa: E402
 from .data import LabeledData, read_labeled, stratified_split  # noqa: E402
 from .inspection import inspect  # noqa: E402
-from .errors import ConfigError, DataError, ModelLoadError, NicheError, ResumeError  # noqa: E402
+from .errors import ConfigError, DataError, DiskFullError, ModelLoadError, NicheError, ResumeError  # noqa: E402
 
 __all__ = [
     "TextClassifier", "build_ensemble", "LabeledData", "read_labeled", "inspect", "stratified_split",
-    "NicheError", "DataError", "ConfigError", "ModelLoadError", "ResumeError", "__version__",
+    "NicheError", "DataError", "ConfigError", "ModelLoadError", "ResumeError", "DiskFullError", "__version__",
 ]

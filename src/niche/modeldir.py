@@ -20,11 +20,17 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
+import glob
 import json
 import os
 import platform
+import re
 import shutil
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .version import __version__
-from .errors import ModelLoadError
+from .errors import ModelLoadError, no_space_left
 
 META = "niche.json"
 CARD = "README.md"
@@ -60,26 +66,89 @@ def library_versions() -> dict[str, str]:
 def write_dir_atomically(out: str | Path, fill: Callable[[Path], None]) -> None:
     """Build a directory in a temp sibling with ``fill(tmp)``, then rename it into place.
 
-    A crash at any point leaves either the previous ``out`` or the new one, never a half-written one.
+    A crash at any point leaves either the previous ``out`` or the new one, never a half-written one;
+    a temp sibling left by a killed writer is removed by the next write. A full disk raises
+    :class:`~niche.errors.DiskFullError` (previous ``out`` intact, no temp directory left).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with no_space_left(out, f"nothing was written to {out}" + (" and its previous version is intact"
+                                                                 if out.exists() else "")):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(out)
+        try:
+            fill(tmp)
+            move_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def temp_sibling(out: Path) -> Path:
+    """A new empty temp directory beside ``out`` (``.NAME.tmp-HOST-PID-XXXX``), after removing the temp
+    and old siblings of ``out`` that processes of this host which are no longer running left behind
+    (killed mid-write). The host and pid in the name keep a live writer's directory, and another host's
+    on a shared disk, out of that clean-up."""
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        m = re.fullmatch(rf"\.{re.escape(out.name)}\.(?:tmp|old)-(.+)-(\d+)-[^-]+", p.name)
+        if m and m[1] == _HOST and not process_alive(int(m[2])):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_HOST}-{os.getpid()}-", dir=out.parent))
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (this process counts as running)."""
+    if pid == os.getpid():
+        return True
     try:
-        fill(tmp)
-        move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system or the file system cannot."""
+    if sys.platform != "linux":
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl without it
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def move_into_place(tmp: Path, out: Path) -> None:
-    """Rename a finished directory ``tmp`` to ``out`` (a sibling), replacing any previous ``out``."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+    """Rename a finished directory ``tmp`` to ``out`` (a sibling), replacing any previous ``out``.
+
+    On Linux the two are swapped atomically, so a reader (or a crash) sees the previous ``out`` or the new
+    one, never no ``out`` at all; elsewhere the previous one is moved aside first (a crash between the two
+    renames leaves it as ``.NAME.old-*``)."""
+    if out.is_dir() and not out.is_symlink() and _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous version
+    elif out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{_HOST}-{os.getpid()}-{time.time_ns()}"
         os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
     else:
         os.replace(tmp, out)
 

@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,9 +23,9 @@ import numpy as np
 from ..classifier import TextClassifier
 from ..config import GuardConfig
 from ..data import LabeledData, check_known_labels
-from ..errors import ConfigError, NicheError
+from ..errors import ConfigError, NicheError, no_space_left
 from ..evaluation import compute_metrics
-from ..modeldir import library_versions, move_into_place, read_info, write_info
+from ..modeldir import library_versions, move_into_place, read_info, temp_sibling, write_info
 
 REPORT = "compression_report"
 
@@ -179,43 +178,45 @@ def guarded(source_dir: Path, out: Path, dev: LabeledData, build: Callable[[Path
     if out.resolve() == source_dir.resolve():
         raise ConfigError(f"--out {out} is the source model; write the compressed model to a new directory.")
     src = TextClassifier.load(source_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        build(tmp)
-        res = TextClassifier.load(tmp)
-        if res.classes_ != src.classes_:
-            raise CompressionRefused(f"the result's labels {res.classes_[:5]}... differ from the source's; not shipped.")
-        rows, probas = measure({"source": (src, source_dir), result_name: (res, tmp)}, dev, guard, progress)
-        par = parity(probas["source"], probas[result_name]) if check_parity else None
-        reasons = judge(rows, "source", result_name, guard, par)
-        meta = {"command": command, "source": str(source_dir), "out": str(out), "dev": str(dev.source),
-                "dev_rows": len(dev), "speed_texts": min(len(dev), guard.speed_texts),
-                "latency_texts": min(len(dev), guard.latency_texts), "guard": asdict(guard),
-                "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or platform.platform()})",
-                "versions": library_versions(), "parity": par,
-                "result": {k: v for k, v in res.info_.items() if k in ("runtime", "precision", "onnx")},
-                "verdict": {"passed": not reasons, "reasons": reasons},
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if reasons:
-            refused = out.with_name(out.name + ".refused")
-            shutil.rmtree(refused, ignore_errors=True)
-            write_report(refused, rows, meta)
-            raise CompressionRefused(
-                f"{command}: the result was NOT written to {out}: " + "; ".join(reasons)
-                + f". Report: {refused}/{REPORT}.md. Loosen --max-drop, or pick a larger student / another method.")
-        write_report(tmp, rows, meta)
-        info = read_info(tmp)
-        info.setdefault("compression", {}).update({"command": command, "source": str(source_dir),
-                                                   "dev": {k: rows[result_name][k] for k in ("accuracy", "macro_f1")},
-                                                   "source_dev": {k: rows["source"][k] for k in ("accuracy", "macro_f1")},
-                                                   "parity": par})
-        write_info(tmp, info)
-        move_into_place(tmp, out)
-        shutil.rmtree(out.with_name(out.name + ".refused"), ignore_errors=True)  # a stale refusal of an earlier try
-        return {"models": rows} | meta
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    state = f"nothing was written to {out}" + (" and its previous version is intact" if out.exists() else "")
+    with no_space_left(out, state):  # a full disk: DiskFullError naming --out (the temp directory is removed)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(out)
+        try:
+            build(tmp)
+            res = TextClassifier.load(tmp)
+            if res.classes_ != src.classes_:
+                raise CompressionRefused(f"the result's labels {res.classes_[:5]}... differ from the source's; not shipped.")
+            rows, probas = measure({"source": (src, source_dir), result_name: (res, tmp)}, dev, guard, progress)
+            par = parity(probas["source"], probas[result_name]) if check_parity else None
+            reasons = judge(rows, "source", result_name, guard, par)
+            meta = {"command": command, "source": str(source_dir), "out": str(out), "dev": str(dev.source),
+                    "dev_rows": len(dev), "speed_texts": min(len(dev), guard.speed_texts),
+                    "latency_texts": min(len(dev), guard.latency_texts), "guard": asdict(guard),
+                    "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or platform.platform()})",
+                    "versions": library_versions(), "parity": par,
+                    "result": {k: v for k, v in res.info_.items() if k in ("runtime", "precision", "onnx")},
+                    "verdict": {"passed": not reasons, "reasons": reasons},
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if reasons:
+                refused = out.with_name(out.name + ".refused")
+                shutil.rmtree(refused, ignore_errors=True)
+                write_report(refused, rows, meta)
+                raise CompressionRefused(
+                    f"{command}: the result was NOT written to {out}: " + "; ".join(reasons)
+                    + f". Report: {refused}/{REPORT}.md. Loosen --max-drop, or pick a larger student / another method.")
+            write_report(tmp, rows, meta)
+            info = read_info(tmp)
+            info.setdefault("compression", {}).update({"command": command, "source": str(source_dir),
+                                                       "dev": {k: rows[result_name][k] for k in ("accuracy", "macro_f1")},
+                                                       "source_dev": {k: rows["source"][k] for k in ("accuracy", "macro_f1")},
+                                                       "parity": par})
+            write_info(tmp, info)
+            move_into_place(tmp, out)
+            shutil.rmtree(out.with_name(out.name + ".refused"), ignore_errors=True)  # a stale refusal of an earlier try
+            return {"models": rows} | meta
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def require_dev(dev: LabeledData | None, command: str) -> LabeledData:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..classifier import TextClassifier
 from ..data import check_text_column, detect_format, iter_rows
-from ..errors import DataError, ResumeError
+from ..errors import DataError, ResumeError, no_space_left
 
 OUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -146,32 +146,42 @@ def predict_file(
             return {"rows": done, "new_rows": 0, "resumed_from": done, "output": str(out)}
         with out.open("r+b") as f:
             f.truncate(nbytes)  # drop a partly written chunk
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        commit(0, 0)  # first, so that a kill before the first chunk is committed still leaves a resumable job
-        out.write_bytes(b"")
+    fresh = not out.exists() or overwrite
     labels = clf.classes_
     extra = ["predicted", "confidence"] + [f"p_{lab}" for lab in labels]
     write_header = nbytes == 0
     bar = tqdm(desc="predicting", unit="row", initial=done, disable=not progress, dynamic_ncols=True)
-    new = 0
+    new, size = 0, nbytes
 
-    with out.open("ab") as f:
-        for rows, texts, header in chunks(inp, text_col, chunk_rows, done):
-            proba = clf.predict_proba(texts, batch_size=batch_size)
-            f.write(format_chunk(fmt, rows, proba, labels, header, write_header))
-            write_header = False
-            f.flush()
-            os.fsync(f.fileno())
-            done += len(rows)
-            new += len(rows)
-            commit(done, f.tell())
-            bar.update(len(rows))
-        size = f.tell()
-    if write_header and fmt != "jsonl":  # empty input: still write the header
+    def left() -> str:  # what a full disk leaves: the committed rows, which a rerun resumes after
+        prog.with_suffix(".tmp").unlink(missing_ok=True)
+        if out.exists():
+            with out.open("r+b") as f:
+                f.truncate(size)
+        return (f"it holds the {done} rows scored so far (the last chunk was not committed), and rerunning the "
+                "same command resumes after them")
+
+    with no_space_left(out, left, fix="choose another --out on a disk with room (that starts over)"):
+        if fresh:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            commit(0, 0)  # first, so that a kill before the first chunk is committed still leaves a resumable job
+            out.write_bytes(b"")
         with out.open("ab") as f:
-            f.write((("," if fmt == "csv" else "\t").join([text_col] + extra) + "\n").encode())
-            size = f.tell()
-    commit(done, size, complete=True)
+            for rows, texts, header in chunks(inp, text_col, chunk_rows, done):
+                proba = clf.predict_proba(texts, batch_size=batch_size)
+                f.write(format_chunk(fmt, rows, proba, labels, header, write_header))
+                write_header = False
+                f.flush()
+                os.fsync(f.fileno())
+                commit(done + len(rows), f.tell())
+                done += len(rows)
+                new += len(rows)
+                size = f.tell()
+                bar.update(len(rows))
+        if write_header and fmt != "jsonl":  # empty input: still write the header
+            with out.open("ab") as f:
+                f.write((("," if fmt == "csv" else "\t").join([text_col] + extra) + "\n").encode())
+                size = f.tell()
+        commit(done, size, complete=True)
     bar.close()
     return {"rows": done, "new_rows": new, "resumed_from": done - new, "output": str(out)}

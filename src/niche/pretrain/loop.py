@@ -218,9 +218,9 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
     found = checkpoint.resume_or_refuse(ckpt_dir, resume, fp, what="pretraining run",
                                         other="another corpus or other settings", same="the same flags")
     last = found[0] if found else None
-    if cfg.base is None and last is None:
+    if cfg.base is None and last is None:  # atomically: a run killed while saving it must not resume a torn vocabulary
         with quiet_hf():
-            tokenizer.save_pretrained(str(saved_tok))
+            write_dir_atomically(saved_tok, lambda d: tokenizer.save_pretrained(str(d)))
     if found is not None:
         state = PretrainState(**checkpoint.restore(last, found[1], model, opt, device, strict=False))
         model.tie_weights()

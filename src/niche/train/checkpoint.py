@@ -21,8 +21,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import ResumeError
+from ..errors import ResumeError, no_space_left
+from ..modeldir import move_into_place, process_alive
 
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+"""What a ``step-N`` directory holds (written into a temp directory, renamed into place complete)."""
 BEST = "best.safetensors"
 """Best-on-dev weights kept beside the step checkpoints."""
 
@@ -69,10 +72,11 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path, groups: dict[str, Any
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete ``step-N`` directory, or None."""
+    """The newest complete ``step-N`` directory, or None (one whose files are not all there, say half
+    deleted by a run killed while removing its checkpoints after saving the model, is skipped)."""
     if not ckpt_dir.is_dir():
         return None
-    done = [p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file()]
+    done = [p for p in ckpt_dir.glob("step-*") if all((p / f).is_file() for f in CHECKPOINT_FILES)]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
@@ -96,20 +100,30 @@ def save_checkpoint(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Opt
     """
     final = ckpt_dir / f"step-{state.global_step}"
     tmp = ckpt_dir / f".tmp-step-{state.global_step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(state_dict(model), str(tmp / "model.safetensors"))
-    groups = save_optimizer(opt, tmp / "optimizer.safetensors")
-    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-    meta = {"fingerprint": fp, "state": asdict(state), "scheduler": sched.state_dict() if sched is not None else {},
-            "optimizer": groups, "python_random": list(random.getstate()[1])}
-    (tmp / "state.json").write_text(json.dumps(meta, default=json_default))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    prev = latest_checkpoint(ckpt_dir)
+    with no_space_left(ckpt_dir, f"the new checkpoint was not written; the last complete one "
+                                 f"({prev.name if prev else 'none yet'}) is intact",
+                       fix="pass --checkpoint-dir on a disk with room (and --resume)"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            save_file(state_dict(model), str(tmp / "model.safetensors"))
+            groups = save_optimizer(opt, tmp / "optimizer.safetensors")
+            save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+            meta = {"fingerprint": fp, "state": asdict(state), "scheduler": sched.state_dict() if sched is not None else {},
+                    "optimizer": groups, "python_random": list(random.getstate()[1])}
+            (tmp / "state.json").write_text(json.dumps(meta, default=json_default))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk (or Ctrl-C) leaves no partial step directory
+            raise
+    move_into_place(tmp, final)  # atomic even when step-N is saved again (a resumed run that was done)
     for old in ckpt_dir.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    for stale in ckpt_dir.glob(".tmp-step-*-*"):  # left by a killed run
+        pid = stale.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     return final
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ... import TextClassifier
-from ...errors import ConfigError
+from ...errors import ConfigError, no_space_left
 from .alerts import AlertRule, alert_payload, evaluate, post_webhook
 from .feed import EntityMatcher, Issue, IssueLog, Line, Record, feed_files, parse_entities, parse_line, read_file, read_stdin
 from .store import Store, open_store
@@ -240,38 +240,41 @@ def run_monitor(
     summary = RunSummary()
     store = open_store(db)
     try:
-        with store.engine.begin() as conn:
-            st = store.get_state(conn)
-            if "labels" in st and (st["labels"] != labels or st["negative_label"] != cfg.negative_label):
-                raise ConfigError(f"{store.url} was filled by a model with labels {st['labels']} watching "
-                                  f"{st['negative_label']!r}; this model has {labels} and {cfg.negative_label!r}. "
-                                  "Use a new --db for a different model.")
-            if "bucket_ms" in st and st["bucket_ms"] != rule.ms("step"):
-                raise ConfigError(f"{store.url} counts texts in steps of {st['bucket_ms'] // 1000} s; --step "
-                                  f"{rule.step} does not match. Pass --step {st['bucket_ms'] // 1000}s or use a new --db.")
-            store.set_state(conn, labels=labels, negative_label=cfg.negative_label, bucket_ms=rule.ms("step"))
-        workers = cfg.predict_workers if cfg.predict_workers is not None else (1 if model_dir is not None else 0)
-        ex, submit = _executor(model, model_dir, workers)
-        try:
-            submit(["warm-up"]).result()  # start the worker and load the model before the clock starts
-            t0 = time.perf_counter()
-            for row in store.pending_alerts():  # committed by an earlier run that stopped before delivering them
-                _deliver(store, row, cfg, summary, on_alert)
-            lines = _lines(feed, store, log, summary, cfg.flush_after)
-            batches = _batches(lines, matcher, log, summary, cfg.batch_size, st.get("max_ts_ms"))
-            pending: deque[tuple[_Batch, Future]] = deque()
-            for batch in batches:
-                pending.append((batch, submit([r.text for r in batch.records])))
-                # keep one batch predicting while the previous one is written
-                while len(pending) > 1 or (pending and batch.flush):
+        with no_space_left(store.where, "the database keeps every batch committed before this one "
+                           "(this one was rolled back), and rerunning the same command resumes after them",
+                           fix="move the database to a disk with room (--db)"):
+            with store.engine.begin() as conn:
+                st = store.get_state(conn)
+                if "labels" in st and (st["labels"] != labels or st["negative_label"] != cfg.negative_label):
+                    raise ConfigError(f"{store.url} was filled by a model with labels {st['labels']} watching "
+                                      f"{st['negative_label']!r}; this model has {labels} and {cfg.negative_label!r}. "
+                                      "Use a new --db for a different model.")
+                if "bucket_ms" in st and st["bucket_ms"] != rule.ms("step"):
+                    raise ConfigError(f"{store.url} counts texts in steps of {st['bucket_ms'] // 1000} s; --step "
+                                      f"{rule.step} does not match. Pass --step {st['bucket_ms'] // 1000}s or use a new --db.")
+                store.set_state(conn, labels=labels, negative_label=cfg.negative_label, bucket_ms=rule.ms("step"))
+            workers = cfg.predict_workers if cfg.predict_workers is not None else (1 if model_dir is not None else 0)
+            ex, submit = _executor(model, model_dir, workers)
+            try:
+                submit(["warm-up"]).result()  # start the worker and load the model before the clock starts
+                t0 = time.perf_counter()
+                for row in store.pending_alerts():  # committed by an earlier run that stopped before delivering them
+                    _deliver(store, row, cfg, summary, on_alert)
+                lines = _lines(feed, store, log, summary, cfg.flush_after)
+                batches = _batches(lines, matcher, log, summary, cfg.batch_size, st.get("max_ts_ms"))
+                pending: deque[tuple[_Batch, Future]] = deque()
+                for batch in batches:
+                    pending.append((batch, submit([r.text for r in batch.records])))
+                    # keep one batch predicting while the previous one is written
+                    while len(pending) > 1 or (pending and batch.flush):
+                        b, fut = pending.popleft()
+                        _write(store, b, fut.result(), neg_col, labels, rule, cfg, summary, on_alert, before_commit)
+                while pending:
                     b, fut = pending.popleft()
                     _write(store, b, fut.result(), neg_col, labels, rule, cfg, summary, on_alert, before_commit)
-            while pending:
-                b, fut = pending.popleft()
-                _write(store, b, fut.result(), neg_col, labels, rule, cfg, summary, on_alert, before_commit)
-        finally:
-            ex.shutdown(wait=True, cancel_futures=True)
-        summary.seconds = time.perf_counter() - t0
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)
+            summary.seconds = time.perf_counter() - t0
     finally:
         store.close()
     summary.skipped = dict(sorted(summary.skipped.items()))
@@ -368,7 +371,9 @@ def _deliver(store: Store, row: dict[str, Any], cfg: MonitorConfig, summary: Run
         on_alert(payload)
     if cfg.alerts_jsonl is not None:
         path = Path(cfg.alerts_jsonl)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        with no_space_left(path, "the alert is in the database, not yet marked delivered: the next run delivers it",
+                           fix="pass --alerts-jsonl on a disk with room"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(payload, ensure_ascii=False) + "\n")
     store.mark_notified(row["id"], dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), webhook)

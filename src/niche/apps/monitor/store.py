@@ -25,7 +25,7 @@ from sqlalchemy import (BigInteger, Column, Float, Index, Integer, MetaData, Sma
                         UniqueConstraint, create_engine, event, func, select, update)
 from sqlalchemy.engine import Connection, Engine
 
-from ...errors import ConfigError
+from ...errors import ConfigError, DiskFullError, no_space_left
 
 metadata = MetaData()
 
@@ -135,12 +135,22 @@ class Store:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            metadata.create_all(self.engine)
+            with no_space_left(self.where, "no table was created", fix="use a --db on a disk with room"):
+                metadata.create_all(self.engine)
+        except DiskFullError:
+            raise
         except Exception as e:
             raise ConfigError(f"cannot open database {self.engine.url.render_as_string(hide_password=True)}: "
                               f"{type(e).__name__}: {str(e).splitlines()[0]}. Check the URL, that the server is "
                               "running and that the user may create tables.") from None
         return self
+
+    @property
+    def where(self) -> str:
+        """The SQLite file, or the server URL without its password (for messages)."""
+        if self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
+            return str(self.engine.url.database)
+        return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         self.engine.dispose()
