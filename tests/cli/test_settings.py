@@ -112,7 +112,7 @@ def test_existing_flag_names_still_exist() -> None:
 
 @pytest.mark.parametrize("family, args, message", [
     ("transformer", ["--min-df", "3"], "--min-df is a setting of the sparse family; you chose --family transformer."),
-    ("sparse", ["--epochs", "2", "--no-nb"], "--epochs is a setting of the transformer and scratch families; you chose --family sparse."),
+    ("sparse", ["--epochs", "2", "--no-nb"], "--epochs is a setting of the transformer, scratch and static families; you chose --family sparse."),
     ("transformer", ["--arch", "bilstm", "--word-ngrams", "1", "2"],
      "--arch is a setting of the scratch family; --word-ngrams is a setting of the sparse family; you chose --family transformer."),
 ])

@@ -194,16 +194,19 @@ def test_layer_spread_and_student_spec() -> None:
     with pytest.raises(ConfigError, match="K must be 1..5"):
         layer_spread(6, 6)
     assert parse_student("layers:3") == ("layers", 3) and parse_student("sparse") == ("sparse", None)
+    assert parse_student("static") == ("static", None)
     with pytest.raises(ConfigError, match="layers:K"):
         parse_student("layers3")
 
 
-@pytest.mark.parametrize("student", ["layers:1", "sparse"])
+@pytest.mark.parametrize("student", ["layers:1", "sparse", "static"])
 def test_distilled_student_learns_the_teachers_labels(teacher_dir: Path, tmp_path: Path, student: str) -> None:
     teacher = TextClassifier.load(teacher_dir)
     unlabeled = toy_texts(200, seed=9)[0]
     out = tmp_path / "student"
     params = {k: v for k, v in TINY.items() if k not in ("max_len",)}
+    if student == "static":  # its own settings: a linear head on distilled token vectors
+        params = {"epochs": 40, "patience": 40}
     rep = distill(teacher_dir, labeled(60, 1, "train.csv"), labeled(40, 2, "dev.csv"), out,
                   DistillConfig(student, alpha=0.7, temperature=2.0), unlabeled=unlabeled, params=params,
                   guard=GuardConfig(max_drop=5.0, **NO_SPEED))

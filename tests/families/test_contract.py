@@ -44,6 +44,10 @@ def fit_scratch(base: Path, work: Path) -> TextClassifier:
                           patience=0).fit(*TRAIN, eval_data=DEV)
 
 
+def fit_static(base: Path, work: Path) -> TextClassifier:
+    return TextClassifier("static", base=str(base), epochs=15, patience=15).fit(*TRAIN, eval_data=DEV)
+
+
 def fit_ensemble(base: Path, work: Path) -> TextClassifier:
     a = TextClassifier("sparse").fit(*TRAIN, eval_data=DEV)
     b = TextClassifier("sparse", analyzer="char", C=1.0).fit(*TRAIN, eval_data=DEV)
@@ -62,7 +66,7 @@ def fit_onnx(base: Path, work: Path) -> TextClassifier:
 
 BUILDERS: dict[str, Callable[[Path, Path], TextClassifier]] = {
     "sparse": fit_sparse, "transformer": fit_transformer, "scratch": fit_scratch, "ensemble": fit_ensemble,
-    "onnx": fit_onnx,
+    "static": fit_static, "onnx": fit_onnx,
 }
 
 

@@ -225,6 +225,7 @@ def refuse_other_families(s: Settings, given: dict[str, Any], family: str) -> No
         owners = s.owners(name)
         if family not in owners:
             noun = "family" if len(owners) == 1 else "families"
-            problems.append(f"{s.flag(name)} is a setting of the {' and '.join(owners)} {noun}")
+            who = owners[0] if len(owners) == 1 else ", ".join(owners[:-1]) + " and " + owners[-1]
+            problems.append(f"{s.flag(name)} is a setting of the {who} {noun}")
     if problems:
         raise ConfigError("; ".join(problems) + f"; you chose --family {family}.")

@@ -31,11 +31,11 @@ GUARD_SETTINGS = Settings("guard", {"guard": GuardConfig}, panel="guard settings
                           flags={"batch_size": "--guard-batch-size"})
 """The guard's settings; the command line always requires the result to be faster than its source."""
 STUDENT_SETTINGS = Settings("student_settings", {"student": TransformerConfig},
-                            panel="student training settings (left out: a transformer teacher's own; a sparse student takes --seed only)",
+                            panel="student training settings (left out: a transformer teacher's own; a sparse student takes --seed only; a static student --seed, --epochs, --lr, --batch-size, --patience)",
                             skip=("base",), flags={"threads": "--student-threads"}, show_defaults=False)
 """How a transformer student is trained (left out: the teacher's settings when it is a transformer, else the
 defaults); ``--student`` sets its base.
-A sparse student takes ``--seed`` only."""
+A sparse student takes ``--seed`` only; a static student the fields in ``niche.compress.distill.STATIC_FIELDS``."""
 DISTILL_SETTINGS = Settings("distillation", {"distill": DistillConfig}, panel="distillation settings",
                             required=("student",))
 

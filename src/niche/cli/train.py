@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..config import EnsembleConfig, ScratchConfig, SparseConfig, TransformerConfig
+from ..config import EnsembleConfig, ScratchConfig, SparseConfig, StaticConfig, TransformerConfig
 from ._common import (
     LabelCol,
     Quiet,
@@ -34,8 +34,9 @@ commands = typer.Typer()
 data_app = typer.Typer(no_args_is_help=True, help="Look at data files before training.")
 commands.add_typer(data_app, name="data")
 
-FAMILY_SETTINGS = Settings("settings", {"transformer": TransformerConfig, "scratch": ScratchConfig, "sparse": SparseConfig})
-"""One flag per field of the three trainable families' settings; a run may use its own family's only."""
+FAMILY_SETTINGS = Settings("settings", {"transformer": TransformerConfig, "scratch": ScratchConfig, "sparse": SparseConfig,
+                                        "static": StaticConfig})
+"""One flag per field of the trainable families' settings; a run may use its own family's only."""
 ENSEMBLE_SETTINGS = Settings("settings", {"ensemble": EnsembleConfig}, panel="ensemble settings")
 
 
@@ -48,7 +49,7 @@ def train(
     eval_path: Annotated[Optional[Path], typer.Option("--eval", help="Dev file; default: a stratified split of --data.")] = None,
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
-    family: Annotated[str, typer.Option("--family", help="transformer | sparse | scratch (random init, tokenizer learned on --data); the settings below say which family each belongs to.")] = "transformer",
+    family: Annotated[str, typer.Option("--family", help="transformer | sparse | static (distilled token vectors + a linear head, thousands of texts/s) | scratch (random init, tokenizer learned on --data); the settings below say which family each belongs to.")] = "transformer",
     checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Default: OUT.checkpoints")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     dev_fraction: Annotated[float, typer.Option("--dev-fraction", help="Held-out share when --eval is not given.")] = 0.1,
@@ -75,7 +76,8 @@ def train(
     test = read_optional(test_path, text_col, label_col, skip_empty)
     ckpt = checkpoint_dir or out_dir.with_name(out_dir.name + ".checkpoints")
     clf = TextClassifier(family, **params)
-    clf.fit(train_data, eval_data=dev, dev_fraction=dev_fraction, checkpoint_dir=ckpt if family != "sparse" else None,
+    uses_ckpt = family not in ("sparse", "static")
+    clf.fit(train_data, eval_data=dev, dev_fraction=dev_fraction, checkpoint_dir=ckpt if uses_ckpt else None,
             resume=resume, progress=not quiet)
     from ..train import distributed
 
@@ -90,7 +92,7 @@ def train(
         clf.save(out_dir)
         if test is not None:
             shutil.move(str(Path(tmp) / "eval-test"), str(out_dir / "eval-test"))
-    if family != "sparse":
+    if uses_ckpt:
         shutil.rmtree(ckpt, ignore_errors=True)  # the model is safely saved; checkpoints are no longer needed
     out.print(metrics_side_by_side(reports, title=f"{family} model -> {out_dir}"))
     out.print(f"trained in {clf.info_['training']['seconds']:.1f} s; saved to [bold]{out_dir}[/]")

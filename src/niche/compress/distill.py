@@ -7,6 +7,8 @@ the teacher's soft labels only. Students:
 - ``layers:K``: a K-layer copy of the teacher, its layers initialized from a spread of the
   teacher's (first and last kept, the rest evenly between — as DistilBERT does);
 - ``sparse``: the sparse family fitted on the soft targets (so unlabeled text helps it too);
+- ``static``: the static family (:mod:`niche.families.static`) with token vectors distilled from the
+  teacher's own fine-tuned encoder and its head trained on the soft targets;
 - any base model name or directory: a smaller encoder fine-tuned on the soft targets.
 
 The teacher's logits over the training + transfer texts are computed once and cached (safetensors)
@@ -35,11 +37,14 @@ from ..data import LabeledData, check_known_labels, check_trainable
 from ..errors import ConfigError
 from ..families import FitTask, make_config, save_model
 from ..families.sparse import SparseModel
+from ..families.static import StaticModel
 from ..families.transformer import TransformerModel, train_encoded
 from ..train import Distillation, class_weights, fingerprint
 from .guard import guarded
 
 CACHE_SUFFIX = ".distill-cache"
+STATIC_FIELDS = ("seed", "epochs", "lr", "batch_size", "patience", "threads")
+"""Student settings a static student takes (the rest are the static family's defaults)."""
 
 
 def layer_spread(n_teacher: int, k: int) -> list[int]:
@@ -169,6 +174,19 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
             model = SparseModel(student_cfg).fit(texts, np.where(y >= 0, y, 0), len(labels), progress=progress,
                                                  soft=target)
             facts: dict[str, Any] = {"analyzers": model.kinds_}
+        elif kind == "static":
+            # a transformer teacher's own (fine-tuned) encoder gives the token vectors; else the default base
+            base = {"base": str(teacher_dir)} if teacher.family == "transformer" else {}
+            other = sorted(set(params) - set(STATIC_FIELDS))
+            if other:
+                raise ConfigError(f"a static student takes {', '.join(STATIC_FIELDS)} only; got {', '.join(other)}.")
+            student_cfg = make_config("static", **base | {k: v for k, v in params.items() if k in STATIC_FIELDS})
+            target = _softmax(logits, cfg.temperature)
+            labeled = y >= 0
+            target[labeled] = (1 - cfg.alpha) * np.eye(len(labels))[y[labeled]] + cfg.alpha * target[labeled]
+            model = StaticModel(student_cfg).fit(texts, np.where(y >= 0, y, 0), len(labels), dev.texts, y_dev,
+                                                 soft=target, progress=progress)
+            facts = model.facts_
         else:
             if teacher.family != "transformer" and kind == "layers":
                 raise ConfigError("--student layers:K needs a transformer teacher; use --student sparse or a base model.")
@@ -189,7 +207,8 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
             loss = Distillation(y, logits, cfg.alpha, cfg.temperature, weight)
             model, facts = train_encoded(tm, student_cfg, task, loss=loss, fp=fp, train_texts=texts)
             shutil.rmtree(task.checkpoint_dir, ignore_errors=True)
-        student = TextClassifier.from_model(kind if kind == "sparse" else "transformer", model, labels, student_cfg)
+        student = TextClassifier.from_model(kind if kind in ("sparse", "static") else "transformer", model, labels,
+                                            student_cfg)
         training = {"data": str(train.source), "data_sha256": train.sha256(), "rows": len(train), "dev": str(dev.source),
                     "dev_rows": len(dev), "skipped_empty": train.skipped, "seconds": round(time.perf_counter() - t1, 2)}
         student.describe(training | facts | {"distillation": distill_info}, dev)

@@ -39,6 +39,7 @@ FAMILIES: dict[str, str] = {
     "transformer": "niche.families.transformer",
     "sparse": "niche.families.sparse",
     "scratch": "niche.families.scratch",
+    "static": "niche.families.static",
     "ensemble": "niche.families.ensemble",
 }
 """Trainable families (``TextClassifier(family)``) and the module implementing each."""

@@ -1,0 +1,392 @@
+"""The ``static`` family: static token embeddings + a small head (the model2vec idea).
+
+Building the embeddings (``tokenizer="base"``): every token of the base model's vocabulary is
+encoded once on its own (``[CLS] token [SEP]``, mean of the output states), the vectors are reduced
+to ``dim`` dimensions by PCA, and each is scaled by its SIF weight a / (a + p), p its frequency in
+the training texts (Arora et al. 2017), so frequent function words count less. A text is the mean
+of its tokens' vectors; a linear or one-hidden-layer head on top is trained on the labels, with the
+vectors fine-tuned too (``train_embeddings``) and early stopping on dev accuracy.
+
+``tokenizer="chars"`` (CJK text, which the default base does not cover, or ``base="none"``): tokens
+are CJK characters and other words, the vocabulary is learned on the training texts and the vectors
+start random, plus hashed token bigrams (fastText's recipe).
+
+Prediction is numpy only: tokenize (Rust tokenizers), one sparse (texts x tokens) x (tokens x dim)
+product, the head. Saved without pickle: ``static.safetensors`` (vectors with the SIF weights folded
+in, head), ``static.json`` (settings, the chars vocabulary) and, for ``base``, ``tokenizer.json``.
+
+The base model also makes a fine-tuned transformer's knowledge portable: ``base=<niche transformer
+dir>`` distils its (fine-tuned) encoder; ``niche distill --student static`` adds its soft labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
+
+from ..config import StaticConfig
+from ..errors import ConfigError, ModelLoadError
+from ..modeldir import check_safetensors
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "static.safetensors"
+META = "static.json"
+TOKENIZER = "tokenizer.json"
+UNK = 0  # row 0 of the chars vocabulary: unknown tokens (a zero, untrained vector)
+_CHARS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]|[^\W_]+|[^\w\s]", re.UNICODE)
+_TOKEN_VECTORS: dict[str, tuple[np.ndarray, str]] = {}  # resolved base dir -> (vectors, tokenizer json), per process
+
+
+def chars_tokens(text: str) -> list[str]:
+    """CJK characters one by one, runs of other letters/digits as words, punctuation marks alone."""
+    return _CHARS.findall(text.lower())
+
+
+# -- the token vectors of a base model ----------------------------------------------------------
+
+def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False) -> tuple[np.ndarray, str]:
+    """(V, hidden) output vectors of every vocabulary token of ``base`` encoded alone, and the
+    tokenizer's JSON. Computed once per process and base (about 15 s for MiniLM-L6 on 2 cores)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..encoders import quiet_hf, resolve_base
+
+    src = resolve_base(base)
+    if src in _TOKEN_VECTORS:
+        return _TOKEN_VECTORS[src]
+    with quiet_hf():
+        try:
+            tok = AutoTokenizer.from_pretrained(src)
+            model = AutoModel.from_pretrained(src, use_safetensors=True)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load base model {base!r} ({src}) for the static family: {e}. Pass base= a "
+                                 "local Hugging Face model directory, or base='none' for random embeddings.") from None
+    if not getattr(tok, "is_fast", False):
+        raise ConfigError(f"base {base!r} has no fast (Rust) tokenizer; the static family needs tokenizer.json.")
+    model.eval()
+    V = len(tok)
+    cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+    out = np.zeros((V, model.config.hidden_size), np.float32)
+    with torch.inference_mode(), tqdm(total=V, desc="encoding the vocabulary", unit="token", disable=not progress,
+                                      dynamic_ncols=True) as bar:
+        for lo in range(0, V, batch_size):
+            ids = torch.arange(lo, min(V, lo + batch_size))[:, None]
+            parts = [ids]
+            if cls_id is not None:
+                parts.insert(0, torch.full_like(ids, cls_id))
+            if sep_id is not None:
+                parts.append(torch.full_like(ids, sep_id))
+            x = torch.cat(parts, 1)
+            h = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state
+            out[lo:lo + len(ids)] = h.mean(1).float().numpy()
+            bar.update(len(ids))
+    result = (out, tok.backend_tokenizer.to_str())
+    _TOKEN_VECTORS[src] = result
+    return result
+
+
+def pca(X: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """``X`` reduced to its top ``dim`` principal components (kept whole when it has fewer)."""
+    from sklearn.decomposition import PCA
+
+    if dim >= min(X.shape):
+        return X - X.mean(0)
+    return PCA(n_components=dim, random_state=seed).fit_transform(X).astype(np.float32)
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+class StaticModel:
+    """Fitted state of the static family (see the module docstring)."""
+
+    def __init__(self, cfg: StaticConfig):
+        self.cfg = cfg
+
+    # -- tokens ---------------------------------------------------------------------------
+    def _mode(self, texts: list[str]) -> str:
+        from .sparse import cjk_share
+
+        if self.cfg.tokenizer != "auto":
+            return self.cfg.tokenizer
+        if self.cfg.base.lower() == "none" or cjk_share(texts) > 0.3:
+            return "chars"
+        return "base"
+
+    def token_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Per text, its token ids (unigrams, then hashed bigrams), at most ``max_tokens`` unigrams."""
+        m = self.cfg.max_tokens
+        if self.mode_ == "base":
+            encs = self.tokenizer_.encode_batch(texts, add_special_tokens=False)
+            uni = [np.asarray(e.ids[:m], dtype=np.int64) for e in encs]
+        else:
+            vocab = self.vocab_
+            uni = [np.fromiter((vocab.get(t, UNK) for t in chars_tokens(x)[:m]), dtype=np.int64) for x in texts]
+        if not self.buckets_:
+            return uni
+        V, B = self.n_unigrams_, self.buckets_
+        return [np.concatenate([u, V + (u[:-1] * 1_000_003 + u[1:]) % B]) if len(u) > 1 else u for u in uni]
+
+    def bag(self, texts: list[str]) -> sp.csr_matrix:
+        """(texts x rows) matrix of 1/len per token occurrence: its product with the vectors is the mean."""
+        ids = self.token_ids(texts)
+        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+        indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        data = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
+        return sp.csr_matrix((data, indices, indptr), shape=(len(ids), self.rows_))
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, texts: list[str], y: np.ndarray, n_classes: int, dev_texts: list[str], dev_y: np.ndarray,
+            soft: np.ndarray | None = None, progress: bool = False, init_head: bool = True) -> "StaticModel":
+        """Build the vectors, then train the head (and the vectors) with early stopping on dev.
+
+        ``soft`` (N, K): target distributions (a teacher's, for distillation) instead of ``y``.
+        """
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.n_classes_ = n_classes
+        self.mode_ = self._mode(texts)
+        rng = np.random.default_rng(cfg.seed)
+        if self.mode_ == "base":
+            from tokenizers import Tokenizer
+
+            vectors, tok_json = base_token_vectors(cfg.base, progress=progress)
+            self.tokenizer_ = Tokenizer.from_str(tok_json)
+            self.tokenizer_.no_truncation()
+            self.tokenizer_.no_padding()
+            self.vocab_ = {}
+            unigrams = pca(vectors, cfg.dim, cfg.seed)
+            unigrams /= np.linalg.norm(unigrams, axis=1).mean()  # mean norm 1: one scale for every base
+        else:
+            counts: dict[str, int] = {}
+            for t in texts:
+                for w in chars_tokens(t):
+                    counts[w] = counts.get(w, 0) + 1
+            kept = sorted((w for w, c in counts.items() if c >= cfg.min_count), key=lambda w: (-counts[w], w))
+            self.vocab_ = {w: i + 1 for i, w in enumerate(kept)}
+            unigrams = (rng.standard_normal((len(kept) + 1, cfg.dim)) / np.sqrt(cfg.dim)).astype(np.float32)
+            unigrams[UNK] = 0.0
+        self.n_unigrams_, self.dim_ = unigrams.shape  # a base narrower than ``dim`` keeps its width
+        self.buckets_ = (50_000 if self.mode_ == "chars" else 0) if cfg.bigram_buckets < 0 else cfg.bigram_buckets
+        self.rows_ = self.n_unigrams_ + self.buckets_
+        bigrams = (rng.standard_normal((self.buckets_, self.dim_)) * (0.1 / np.sqrt(self.dim_))).astype(np.float32)
+        emb = np.concatenate([unigrams, bigrams]) if self.buckets_ else unigrams
+        train_ids, dev_ids = self.token_ids(texts), self.token_ids(dev_texts)
+        freq = np.bincount(np.concatenate(train_ids) if train_ids else np.zeros(0, np.int64),
+                           minlength=self.rows_).astype(np.float64)
+        p = freq / max(1.0, freq.sum())
+        self.sif_ = (cfg.sif / (cfg.sif + p)).astype(np.float32) if cfg.sif > 0 else np.ones(self.rows_, np.float32)
+        if self.mode_ == "chars":
+            self.sif_[UNK] = 0.0
+        build_s = time.perf_counter() - t0
+        self.history_ = self._train(emb, train_ids, y, dev_ids, dev_y, soft, progress)
+        self.facts_ = {"tokenizer": self.mode_, "vocabulary": self.n_unigrams_, "bigram_buckets": self.buckets_,
+                       "dim": self.dim_, "build_seconds": round(build_s, 2), "epochs": self.history_}
+        return self
+
+    def _train(self, emb: np.ndarray, train_ids: list[np.ndarray], y: np.ndarray, dev_ids: list[np.ndarray],
+               dev_y: np.ndarray, soft: np.ndarray | None, progress: bool) -> list[dict[str, float]]:
+        import torch
+        from torch import nn
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        K = self.n_classes_
+        bag = nn.EmbeddingBag(self.rows_, self.dim_, mode="sum", sparse=True)  # only the rows of a batch move
+        bag.weight.data.copy_(torch.from_numpy(emb))
+        bag.weight.requires_grad_(cfg.train_embeddings)
+        if cfg.head == "mlp":
+            head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(self.dim_, cfg.hidden), nn.ReLU(),
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, K))
+        else:
+            head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(self.dim_, K))
+        sif = torch.from_numpy(self.sif_)
+        opts = [torch.optim.Adam(head.parameters(), lr=cfg.lr)]
+        if cfg.train_embeddings:
+            opts.append(torch.optim.SparseAdam(list(bag.parameters()), lr=cfg.lr / 3))
+        target = torch.from_numpy(soft.astype(np.float32)) if soft is not None else torch.from_numpy(y.astype(np.int64))
+        n = len(train_ids)
+
+        def batch(ids: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+            flat = torch.from_numpy(np.concatenate(ids)) if len(ids) else torch.zeros(0, dtype=torch.long)
+            offsets = torch.from_numpy(np.r_[0, np.cumsum(lengths)[:-1]])
+            w = sif[flat] / torch.from_numpy(np.repeat(np.maximum(lengths, 1), lengths).astype(np.float32))
+            return flat, offsets, w
+
+        def dev_accuracy() -> float:
+            head.eval()
+            with torch.inference_mode():
+                pred = np.concatenate([head(bag(*batch(dev_ids[i:i + 1024]))).argmax(1).numpy()
+                                       for i in range(0, len(dev_ids), 1024)]) if dev_ids else np.zeros(0)
+            head.train()
+            return float(np.mean(pred == dev_y)) if len(dev_ids) else 0.0
+
+        rng = np.random.default_rng(cfg.seed)
+        best, best_state, stale, history = -1.0, None, 0, []
+        bar = tqdm(total=cfg.epochs, desc="static fit", unit="epoch", disable=not progress, dynamic_ncols=True)
+        try:
+            for epoch in range(cfg.epochs):
+                order = rng.permutation(n)
+                total = 0.0
+                for lo in range(0, n, cfg.batch_size):
+                    idx = order[lo:lo + cfg.batch_size]
+                    logits = head(bag(*batch([train_ids[i] for i in idx])))
+                    t = target[idx]
+                    if soft is not None:
+                        loss = -(t * torch.log_softmax(logits, 1)).sum(1).mean()
+                    else:
+                        loss = nn.functional.cross_entropy(logits, t)
+                    for opt in opts:
+                        opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for opt in opts:
+                        opt.step()
+                    total += float(loss.detach()) * len(idx)
+                acc = dev_accuracy()
+                history.append({"epoch": epoch + 1, "loss": round(total / max(1, n), 5), "dev_accuracy": round(acc, 5)})
+                bar.update(1)
+                bar.set_postfix(dev_acc=f"{acc:.4f}")
+                if acc > best:
+                    best, stale = acc, 0
+                    best_state = (bag.weight.detach().clone(), {k: v.clone() for k, v in head.state_dict().items()})
+                else:
+                    stale += 1
+                    if stale > cfg.patience:
+                        break
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
+        assert best_state is not None
+        weight, head_state = best_state
+        self.vectors_ = (weight.numpy() * self.sif_[:, None]).astype(np.float32)  # SIF folded in
+        self.head_ = {f"head.{k}": v.numpy().astype(np.float32) for k, v in head_state.items()}
+        return history
+
+    # -- inference ------------------------------------------------------------------------
+    def _layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        keys = sorted({k.rsplit(".", 1)[0] for k in self.head_}, key=lambda k: int(k.split(".")[1]))
+        return [(self.head_[f"{k}.weight"], self.head_[f"{k}.bias"]) for k in keys]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) text vectors (the SIF-weighted mean of the token vectors)."""
+        return np.asarray(self.bag(texts) @ self.vectors_)
+
+    def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
+        """(n, n_classes) probabilities; ``batch_size`` is honoured for memory only."""
+        step = batch_size or 4096
+        parts = []
+        layers = self._layers()
+        for lo in range(0, len(texts), step):
+            h = self.embed(texts[lo:lo + step])
+            for i, (W, b) in enumerate(layers):
+                h = h @ W.T + b
+                if i < len(layers) - 1:
+                    np.maximum(h, 0, out=h)
+            h = h - h.max(1, keepdims=True)
+            e = np.exp(h)
+            parts.append(e / e.sum(1, keepdims=True))
+            if progress is not None:
+                progress.update(min(step, len(texts) - lo))
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_classes_))
+
+    # -- persistence (no pickle) ---------------------------------------------------------
+    def save(self, d: Path) -> None:
+        meta = {"mode": self.mode_, "n_classes": self.n_classes_, "n_unigrams": self.n_unigrams_,
+                "buckets": self.buckets_, "max_tokens": self.cfg.max_tokens,
+                "vocab": sorted(self.vocab_, key=self.vocab_.get) if self.mode_ == "chars" else None}
+        (d / META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        if self.mode_ == "base":
+            self.tokenizer_.save(str(d / TOKENIZER))
+        save_file({"vectors": np.ascontiguousarray(self.vectors_)} | self.head_, str(d / WEIGHTS))
+
+    @classmethod
+    def load(cls, d: Path, cfg: StaticConfig) -> "StaticModel":
+        fix = f"A static model needs {META}, {WEIGHTS} (and {TOKENIZER}) from the same fit; retrain or restore it."
+        if not (d / META).is_file():
+            raise ModelLoadError(f"{d}: missing {META}. {fix}")
+        check_safetensors(d / WEIGHTS, fix)
+        try:
+            meta = json.loads((d / META).read_text(encoding="utf-8"))
+            arrays = load_file(str(d / WEIGHTS))
+            m = cls(cfg)
+            m.mode_, m.n_classes_ = str(meta["mode"]), int(meta["n_classes"])
+            m.n_unigrams_, m.buckets_ = int(meta["n_unigrams"]), int(meta["buckets"])
+            m.rows_ = m.n_unigrams_ + m.buckets_
+            m.vectors_ = arrays.pop("vectors")
+            m.head_ = arrays
+            if m.mode_ == "base":
+                from tokenizers import Tokenizer
+
+                if not (d / TOKENIZER).is_file():
+                    raise ModelLoadError(f"{d}: missing {TOKENIZER}. {fix}")
+                m.tokenizer_ = Tokenizer.from_file(str(d / TOKENIZER))
+                m.vocab_ = {}
+                if m.tokenizer_.get_vocab_size() != m.n_unigrams_:
+                    raise ModelLoadError(f"{d}: {TOKENIZER} has {m.tokenizer_.get_vocab_size()} tokens but the "
+                                         f"vectors are for {m.n_unigrams_}; the files do not belong together. {fix}")
+            else:
+                m.vocab_ = {w: i + 1 for i, w in enumerate(meta["vocab"])}
+                if len(m.vocab_) + 1 != m.n_unigrams_:
+                    raise ValueError(f"vocab has {len(m.vocab_)} tokens for {m.n_unigrams_} rows")
+            layers = m._layers()
+        except ModelLoadError:
+            raise
+        except Exception as e:  # json, safetensors, tokenizers: damaged or mismatched files
+            raise ModelLoadError(f"{d}: {META} / {WEIGHTS} are damaged or do not belong together "
+                                 f"({type(e).__name__}: {str(e)[:200]}). {fix}") from None
+        dims = [m.vectors_.shape[1]] + [W.shape[0] for W, _ in layers]
+        ok = m.vectors_.shape[0] == m.rows_ and all(W.shape[1] == dims[i] for i, (W, _) in enumerate(layers))
+        if not ok or dims[-1] != m.n_classes_:
+            raise ModelLoadError(f"{d}: {WEIGHTS} holds vectors {m.vectors_.shape} and head layers "
+                                 f"{[W.shape for W, _ in layers]}, which do not fit {m.rows_} token rows and "
+                                 f"{m.n_classes_} classes. {fix}")
+        return m
+
+
+# -- the family protocol (see niche.families) ------------------------------------------------------
+
+CONFIG = StaticConfig
+
+
+def fit(cfg: StaticConfig, task: Any) -> tuple[StaticModel, dict[str, Any]]:
+    model = StaticModel(cfg).fit(task.train.texts, task.y_train, len(task.labels), task.dev.texts, task.y_dev,
+                                 progress=task.progress)
+    return model, model.facts_
+
+
+def load(path: Path, cfg: StaticConfig, info: dict[str, Any]) -> StaticModel:
+    model = StaticModel.load(path, cfg)
+    if model.n_classes_ != len(info["labels"]):
+        raise ModelLoadError(f"{path}: {META} is for {model.n_classes_} classes but niche.json lists "
+                             f"{len(info['labels'])} labels; the directory is inconsistent. Retrain it.")
+    return model
+
+
+def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
+    t = info.get("training", {})
+    cfg = info.get("config", {})
+    if t.get("tokenizer") == "chars":
+        src = "vectors learned from random initialization on CJK characters and words"
+    else:
+        src = f"token vectors distilled from `{cfg.get('base')}` (PCA to {t.get('dim')} dimensions, SIF-weighted)"
+    facts = [f"- base: none at prediction time ({src}; {t.get('vocabulary', '?')} tokens"
+             + (f" + {t['bigram_buckets']} hashed bigram buckets" if t.get("bigram_buckets") else "") + ")",
+             f"- head: {cfg.get('head')}" + (f" ({cfg.get('hidden')} hidden units)" if cfg.get("head") == "mlp" else "")]
+    return facts, []
