@@ -142,12 +142,26 @@ class TextClassifier:
         task = FitTask(train=train, dev=dev, labels=labels, y_train=np.array([index[v] for v in train.labels]),
                        y_dev=np.array([index[v] for v in dev.labels]), data_sha256=data.sha256(),
                        checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, callbacks=callbacks)
+        if self.family in families.SEARCHES:
+            return self._adopt(families.get(self.family).search(cfg, task, type(self)))
         t0 = time.perf_counter()
         model, facts = families.get(self.family).fit(cfg, task)
         training = {"data": str(data.source), "data_sha256": data.sha256(), "rows": len(train), "dev": dev_source,
                     "dev_rows": len(dev), "skipped_empty": data.skipped, "seconds": round(time.perf_counter() - t0, 2)}
         self._set_model(model, labels, cfg)
         self.info_ = self.describe(training | facts, dev)
+        return self
+
+    def _adopt(self, result: Any) -> "TextClassifier":
+        """Become the winner of a search (:data:`niche.families.SEARCHES`): its family, model and metadata,
+        plus the search's record; the search's files (leaderboard, plot) are saved with the model."""
+        win = result.winner
+        self.family, self.params = win.family, config_to_dict(win.config_) if win.config_ is not None else {}
+        self._set_model(win.model_, win.classes_, win.config_)
+        self.info_ = dict(win.info_)
+        self.info_["training"] = dict(self.info_["training"]) | {"auto": result.summary}
+        self.leaderboard_ = result.leaderboard
+        self.files_ = dict(result.files)
         return self
 
     @classmethod
@@ -231,7 +245,17 @@ class TextClassifier:
         if not hasattr(self, "info_"):
             raise ModelLoadError("this TextClassifier has no metadata yet; call describe(training, dev) first.")
         path = Path(path)
-        write_dir_atomically(path, lambda d: families.save_model(d, self.model_, self.info_, path.name))
+
+        def fill(d: Path) -> None:
+            families.save_model(d, self.model_, self.info_, path.name)
+            for name, data in getattr(self, "files_", {}).items():  # a search's leaderboard and plot
+                (d / name).write_bytes(data)
+            if "leaderboard.md" in getattr(self, "files_", {}):
+                board = self.files_["leaderboard.md"].decode("utf-8").split("\n", 1)[1]
+                with (d / "README.md").open("a", encoding="utf-8") as f:
+                    f.write("\n## How this model was chosen (niche auto)\n" + board)
+
+        write_dir_atomically(path, fill)
         return path
 
     @classmethod

@@ -190,6 +190,50 @@ class StaticConfig:
                               "or tokenizer='chars' (or 'auto').")
 
 
+AUTO_CANDIDATES = ("sparse", "static", "transformer", "ensemble")
+MAX_BUDGET_MINUTES = 7 * 24 * 60
+
+
+@dataclass
+class AutoConfig:
+    """``--family auto``: plan candidates by data size, language and text length, train what fits
+    ``max_minutes`` on this machine (each candidate's cost estimated from a short timed probe), and
+    keep the best on dev; the saved directory is the winner's, with a leaderboard of every candidate."""
+
+    max_minutes: float = 10.0
+    """Wall-clock budget of the whole search, in minutes (probes, training, measuring)."""
+    prefer: Literal["accuracy", "speed"] = "accuracy"
+    """``accuracy``: the best dev accuracy (ties within 0.1 point: the faster); ``speed``: the fastest
+    candidate within 1 point of the best dev accuracy."""
+    min_docs_per_s: float = 0.0
+    """Keep only candidates predicting at least this many texts/s (batch 32, this machine); 0 = any."""
+    candidates: str = ",".join(AUTO_CANDIDATES)
+    """Comma-separated candidates to consider: sparse, static, transformer, ensemble (of the best two)."""
+    base: str = DEFAULT_BASE
+    """Pretrained encoder of the transformer candidate and of the static candidate's token vectors."""
+    seed: int = 42
+    """Seed of every candidate."""
+
+    def validate(self) -> None:
+        m = self.max_minutes
+        if not isinstance(m, (int, float)) or m != m or not 0 < m <= MAX_BUDGET_MINUTES:
+            raise ConfigError(f"max_minutes must be a number of minutes in (0, {MAX_BUDGET_MINUTES}] (a week at most), "
+                              f"got {m!r}; e.g. --max-minutes 10.")
+        one_of(self, "prefer", ("accuracy", "speed"))
+        if not isinstance(self.min_docs_per_s, (int, float)) or not 0 <= self.min_docs_per_s < float("inf"):
+            raise ConfigError(f"min_docs_per_s must be a finite number >= 0, got {self.min_docs_per_s!r}.")
+        names = [c.strip() for c in self.candidates.split(",") if c.strip()]
+        unknown = sorted(set(names) - set(AUTO_CANDIDATES))
+        if unknown or not names:
+            raise ConfigError(f"candidates must be a comma-separated subset of {', '.join(AUTO_CANDIDATES)}; "
+                              f"got {self.candidates!r}.")
+
+    @property
+    def candidate_list(self) -> list[str]:
+        names = {c.strip() for c in self.candidates.split(",")}
+        return [c for c in AUTO_CANDIDATES if c in names]
+
+
 @dataclass
 class ScratchConfig(TransformerConfig):
     """A small model trained from random initialization with a tokenizer learned on the training

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..config import EnsembleConfig, ScratchConfig, SparseConfig, StaticConfig, TransformerConfig
+from ..config import AutoConfig, EnsembleConfig, ScratchConfig, SparseConfig, StaticConfig, TransformerConfig
 from ._common import (
     LabelCol,
     Quiet,
@@ -35,9 +35,25 @@ data_app = typer.Typer(no_args_is_help=True, help="Look at data files before tra
 commands.add_typer(data_app, name="data")
 
 FAMILY_SETTINGS = Settings("settings", {"transformer": TransformerConfig, "scratch": ScratchConfig, "sparse": SparseConfig,
-                                        "static": StaticConfig})
+                                        "static": StaticConfig, "auto": AutoConfig})
 """One flag per field of the trainable families' settings; a run may use its own family's only."""
 ENSEMBLE_SETTINGS = Settings("settings", {"ensemble": EnsembleConfig}, panel="ensemble settings")
+
+
+def leaderboard_table(board: dict[str, Any]) -> Table:
+    """The candidates of an auto search as a rich table (the winner in bold)."""
+    t = Table(title=f"auto: {board['spent_seconds'] / 60:.1f} of {board['budget_seconds'] / 60:.1f} min; "
+                    f"winner {board['winner']} ({board['why']})")
+    numbers = ("dev acc %", "dev F1 %", "train s", "texts/s", "MB")
+    for col in ("candidate", "status", *numbers, "note"):
+        t.add_column(col, justify="right" if col in numbers else "left")
+    for r in board["candidates"]:
+        done = r["status"] == "trained"
+        cells = [f"{r['dev_accuracy'] * 100:.2f}", f"{r['dev_macro_f1'] * 100:.2f}", f"{r['train_seconds']:.0f}",
+                 f"{r['docs_per_s']:.0f}", f"{r['size_mb']:.1f}"] if done else [""] * 5
+        t.add_row(r["name"], r["status"], *cells, r.get("note", "") or ("resumed" if r.get("resumed") else ""),
+                  style="bold" if r.get("winner") else None)
+    return t
 
 
 @commands.command()
@@ -49,7 +65,7 @@ def train(
     eval_path: Annotated[Optional[Path], typer.Option("--eval", help="Dev file; default: a stratified split of --data.")] = None,
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
-    family: Annotated[str, typer.Option("--family", help="transformer | sparse | static (distilled token vectors + a linear head, thousands of texts/s) | scratch (random init, tokenizer learned on --data); the settings below say which family each belongs to.")] = "transformer",
+    family: Annotated[str, typer.Option("--family", help="auto (the best of several families within --max-minutes; leaderboard saved with the winner) | transformer | sparse | static (distilled token vectors + a linear head, thousands of texts/s) | scratch (random init, tokenizer learned on --data); the settings below say which family each belongs to.")] = "transformer",
     checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Default: OUT.checkpoints")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     dev_fraction: Annotated[float, typer.Option("--dev-fraction", help="Held-out share when --eval is not given.")] = 0.1,
@@ -94,7 +110,10 @@ def train(
             shutil.move(str(Path(tmp) / "eval-test"), str(out_dir / "eval-test"))
     if uses_ckpt:
         shutil.rmtree(ckpt, ignore_errors=True)  # the model is safely saved; checkpoints are no longer needed
-    out.print(metrics_side_by_side(reports, title=f"{family} model -> {out_dir}"))
+    board = getattr(clf, "leaderboard_", None)
+    if board is not None:
+        out.print(leaderboard_table(board))
+    out.print(metrics_side_by_side(reports, title=f"{clf.family} model -> {out_dir}"))
     out.print(f"trained in {clf.info_['training']['seconds']:.1f} s; saved to [bold]{out_dir}[/]")
     distributed.shutdown()
 

@@ -51,6 +51,14 @@ RUNTIMES: dict[str, str] = {
 (its config is still the one of the family it was exported from)."""
 
 
+SEARCHES: dict[str, str] = {
+    "auto": "niche.families.auto",
+}
+"""Searches: ``TextClassifier(name)`` trains several families and keeps the best. The module has
+``CONFIG`` and ``search(cfg, task) -> SearchResult`` (the winner, a fitted classifier of its own family,
+plus files saved beside it); a search writes no directory of its own kind."""
+
+
 class Model(Protocol):
     """What a fitted family model offers the classifier."""
 
@@ -94,9 +102,9 @@ def names() -> list[str]:
 
 def get(name: str) -> Family:
     """The module of family (or runtime) ``name``."""
-    path = FAMILIES.get(name) or RUNTIMES.get(name)
+    path = FAMILIES.get(name) or RUNTIMES.get(name) or SEARCHES.get(name)
     if path is None:
-        raise ConfigError(f"unknown family {name!r}; expected one of: {', '.join(FAMILIES)}.")
+        raise ConfigError(f"unknown family {name!r}; expected one of: {', '.join([*FAMILIES, *SEARCHES])}.")
     module: ModuleType = importlib.import_module(path)
     return module  # type: ignore[return-value]
 
