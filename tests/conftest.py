@@ -12,6 +12,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "NICHE_CACHE" not in os.environ:  # the static family's token-vector cache: not the user's home
+    import tempfile
+
+    os.environ["NICHE_CACHE"] = tempfile.mkdtemp(prefix="niche-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

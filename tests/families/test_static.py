@@ -76,3 +76,21 @@ def test_mismatched_and_damaged_files_are_refused(tiny_bert: Path, tmp_path: Pat
     (out / "static.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError):
         TextClassifier.load(out)
+
+
+def test_token_vectors_are_cached_on_disk(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from niche.families import static
+
+    monkeypatch.setenv("NICHE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(static, "_TOKEN_VECTORS", {})
+    vectors, tok = static.base_token_vectors(str(tiny_bert))
+    files = list((tmp_path / "cache").glob("static-vectors-*.safetensors"))
+    assert len(files) == 1 and not list((tmp_path / "cache").glob(".*tmp"))
+    monkeypatch.setattr(static, "_TOKEN_VECTORS", {})
+    again, tok2 = static.base_token_vectors(str(tiny_bert))  # from the file
+    np.testing.assert_array_equal(again, vectors)
+    assert tok2 == tok
+    files[0].write_bytes(b"garbage")  # a damaged cache is recomputed, not trusted
+    monkeypatch.setattr(static, "_TOKEN_VECTORS", {})
+    third, _ = static.base_token_vectors(str(tiny_bert))
+    np.testing.assert_allclose(third, vectors, atol=1e-5)

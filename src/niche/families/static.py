@@ -53,9 +53,36 @@ def chars_tokens(text: str) -> list[str]:
 
 # -- the token vectors of a base model ----------------------------------------------------------
 
+def cache_dir() -> Path:
+    """Where niche caches what it computed itself: ``$NICHE_CACHE``, else ``~/.cache/niche``."""
+    import os
+
+    return Path(os.environ.get("NICHE_CACHE") or Path.home() / ".cache" / "niche")
+
+
+def _cache_key(src: str) -> str | None:
+    """sha256 over a local base directory's weights, config and tokenizer files (None: not a local directory)."""
+    import hashlib
+
+    d = Path(src)
+    if not d.is_dir():
+        return None
+    h = hashlib.sha256(b"niche-static-token-vectors-v1")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+        f = d / name
+        if f.is_file():
+            h.update(name.encode())
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:32]
+
+
 def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False) -> tuple[np.ndarray, str]:
     """(V, hidden) output vectors of every vocabulary token of ``base`` encoded alone, and the
-    tokenizer's JSON. Computed once per process and base (about 15 s for MiniLM-L6 on 2 cores)."""
+    tokenizer's JSON. About 25 s for MiniLM-L6 on 2 idle cores, so the result is kept per process and,
+    for a local base directory, in :func:`cache_dir` (a safetensors file keyed by the sha256 of the
+    base's files, written atomically; a damaged one is recomputed)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
@@ -65,6 +92,18 @@ def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False)
     src = resolve_base(base)
     if src in _TOKEN_VECTORS:
         return _TOKEN_VECTORS[src]
+    key = _cache_key(src)
+    cached = cache_dir() / f"static-vectors-{key}.safetensors" if key else None
+    if cached is not None and cached.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(cached), framework="numpy") as f:
+                result = (f.get_tensor("vectors"), f.metadata()["tokenizer"])
+            _TOKEN_VECTORS[src] = result
+            return result
+        except Exception:  # damaged or foreign file: recompute and replace it
+            log.warning("ignoring the unreadable cache file %s", cached)
     with quiet_hf():
         try:
             tok = AutoTokenizer.from_pretrained(src)
@@ -93,6 +132,16 @@ def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False)
             bar.update(len(ids))
     result = (out, tok.backend_tokenizer.to_str())
     _TOKEN_VECTORS[src] = result
+    if cached is not None:
+        import os
+
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            save_file({"vectors": out}, str(tmp), metadata={"tokenizer": result[1], "base": src})
+            tmp.replace(cached)
+        except OSError as e:  # a read-only or full cache only costs the recomputation next time
+            log.warning("could not write the cache file %s: %s", cached, e)
     return result
 
 
