@@ -577,6 +577,25 @@ def run_job(dataset: str, system: str, k: int | None) -> dict:
     return base | json.loads(line.split(" ", 1)[1]) | {"wall_s": wall}
 
 
+def claim(lock: Path) -> bool:
+    """One peers.py at a time per job: a lock file with the owner's pid (a dead owner's lock is taken over)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False  # its owner is alive
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
 def reuse_hf_trainer() -> None:
     """The HF Trainer rows of the core run (benchmarks/run.py, kept in BENCHMARKS.md; their JSON was
     lost), saved as reused results: same dev split (stratified_split seed 42) and, for IMDB, the same
@@ -641,8 +660,15 @@ def main() -> None:
         if cached and not a.force and not (a.retry_failed and cached.get("status") != "ok"):
             print(f"[cached] {name}: {cached.get('status')}", flush=True)
             continue
+        lock = RESULTS / f".{name}.running"
+        if not claim(lock):
+            print(f"[busy] {name}: another peers.py runs it", flush=True)
+            continue
         print(f"[run] {name} ...", flush=True)
-        res = run_job(dataset, system, k)
+        try:
+            res = run_job(dataset, system, k)
+        finally:
+            lock.unlink(missing_ok=True)
         cmd = f"python benchmarks/peers.py --only {dataset} --systems {system}" + (" --stage fewshot" if k else "")
         save_result(name, res, RESULTS, command=cmd)
         acc = f" accuracy {res['accuracy'] * 100:.2f}" if "accuracy" in res else ""
