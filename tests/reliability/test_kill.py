@@ -34,7 +34,7 @@ Which results are identical, and why:
 
 The fast variant (default suite) kills each job 3 times on small inputs; the ``slow`` one 20 times, with
 batch prediction over 50,000 rows. Set ``NICHE_KILL_REPORT=DIR`` to get one JSON summary per job in DIR
-(``benchmarks/reliability.py`` does).
+(``JOB-N-kills.json``; ``benchmarks/reliability.py`` does).
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ class Job:
 
     Args:
         argv: the command (the first run's; reruns add ``resume``).
-        progress: 0..1, how far the running job has got, read from its files (None: use wall time).
+        progress: 0..1, how far the running job has got, read from its files, or None when it cannot be
+            read at the moment (``progress=None``: the job keeps no progress; kills use wall time).
         check_after_kill: raises AssertionError if the state a kill left is not usable.
         check_final: compares the finished result with the reference run's.
         leftovers: temp or partial files a later run could trip over (must be empty at the end).
@@ -163,69 +164,110 @@ class Job:
     argv: list[str]
     ref_argv: list[str]
     resume: list[str]
-    progress: Callable[[], float] | None
+    progress: Callable[[], float | None] | None
     check_after_kill: Callable[[], None]
     check_final: Callable[[], None]
     leftovers: Callable[[], list[str]]
+    state: tuple[Path, ...] = ()
+    """What a fresh start removes (outputs, checkpoints, the database)."""
     deterministic: bool = True
     max_delay: float = 0.3
     ok_codes: tuple[int, ...] = (0,)
 
+    def reset(self) -> None:
+        for p in self.state:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+
 
 def campaign(job: Job, n: int, seed: int, logs: Path) -> dict[str, Any]:
-    """Run the reference, then ``n`` chained kills and a final rerun; the record of what happened."""
+    """Run the reference, then ``n`` chained kills and a final rerun; the record of what happened.
+
+    Kill points: most come after a seeded random share of the work that is left (spread so that ``n`` of
+    them fit before the end, and always after the run has made new progress), one in five at a random
+    moment of the run's start-up (imports, reading the data, restoring a checkpoint: the time earlier
+    runs took to make their first progress); a job without progress on disk is killed at a random
+    moment of a run as long as the reference. A run that finishes before its kill point is not counted;
+    the job then starts over from nothing and the campaign goes on until ``n`` kills have landed."""
     rng = random.Random(f"{seed}-{job.name}")
     logs.mkdir(parents=True, exist_ok=True)
     ref = run(job.ref_argv, logs / "ref.log")
     assert ref.rc in job.ok_codes and not ref.orphans, f"{job.name}: the reference run failed:\n{ref.log}"
     if ref.rc == 3:
         pytest.skip(f"{job.name}: the guard refused the reference result (timing-dependent speed check)")
-    fractions = sorted(rng.uniform(0.02, 0.98) for _ in range(n))
     points: list[dict[str, Any]] = []
-    started = False
-    for i, frac in enumerate(fractions):
-        delay = rng.uniform(0, job.max_delay)
-        argv = job.argv + (job.resume if started else [])
-        # one kill in five (and every kill of a job without progress on disk) comes at a random moment of
-        # a run as long as the reference: start-up, reading, restoring a checkpoint, before the first commit
-        by_time = job.progress is None or rng.random() < 0.2
-        if by_time:
-            t_kill = time.monotonic() + frac * ref.seconds
-            when: Callable[[], bool] = lambda t=t_kill: time.monotonic() >= t
-        else:
-            when = lambda f=frac: job.progress() >= f  # noqa: E731
-        out = run(argv, logs / f"kill-{i}.log", when, delay)
-        started = True
-        point = {"point": i, "trigger": "time" if by_time else "progress", "at": round(frac, 3),
-                 "delay_s": round(delay, 3), "killed": out.killed, "seconds": round(out.seconds, 2),
-                 "orphans": out.orphans, "ok": False}
-        points.append(point)
-        if not out.killed:  # it finished (or failed) before the kill point
-            point["rc"] = out.rc
-            assert out.rc in job.ok_codes, f"{job.name}: run {i} failed before its kill point:\n{out.log}"
-            continue
-        assert not out.orphans, f"{job.name}: processes left after kill {i}: {out.orphans}"
-        try:
-            job.check_after_kill()
-        except AssertionError as e:
-            point["error"] = str(e)[:500]
-            raise
-        point["ok"] = True
-    final = run(job.argv + job.resume, logs / "final.log")
-    assert final.rc in job.ok_codes, f"{job.name}: the final rerun failed:\n{final.log}"
-    if final.rc != ref.rc:
-        pytest.skip(f"{job.name}: the guard's timing-dependent verdict differs (ref exit {ref.rc}, rerun {final.rc})")
-    job.check_final()
-    assert job.leftovers() == [], f"{job.name}: left behind: {job.leftovers()}"
-    tried = [p for p in points if p["killed"]]
-    record = {"job": job.name, "tried": len(tried), "survived": sum(p["ok"] for p in tried), "planned": n,
-              "finished_before_kill": len(points) - len(tried), "identical": job.deterministic,
-              "reference_seconds": round(ref.seconds, 2), "points": points}
-    report = os.environ.get("NICHE_KILL_REPORT")
-    if report:
-        Path(report).mkdir(parents=True, exist_ok=True)
-        (Path(report) / f"{job.name}.json").write_text(json.dumps(record, indent=2))
-    assert len(tried) >= max(1, n // 2), f"{job.name}: only {len(tried)} of {n} runs were killed: {points}"
+    result = {"final": "not reached"}
+    try:
+        startup = [0.5 * ref.seconds]  # seconds before a run's first progress, as last seen
+        while sum(p["killed"] for p in points) < n and len(points) < 2 * n:
+            i, left = len(points), n - sum(p["killed"] for p in points)
+            delay = rng.uniform(0, job.max_delay)
+            argv = job.argv + (job.resume if points else [])
+            now = (job.progress() or 0.0) if job.progress else 0.0
+            t0 = time.monotonic()
+            seen: dict[str, Any] = {"first": None, "max": now}
+
+            def progressed(now: float = now, t0: float = t0, seen: dict = seen) -> float:
+                x = job.progress()
+                if x is None:  # could not read it just now
+                    x = seen["max"]
+                elif x < seen["max"]:  # the job removed its checkpoints: its training is done
+                    x = 1.0
+                seen["max"] = max(seen["max"], x)
+                if x > now and seen["first"] is None:
+                    seen["first"] = time.monotonic() - t0
+                return x
+
+            if job.progress is None:
+                trigger, at = "time", rng.uniform(0.05, 0.95) * ref.seconds
+            elif rng.random() < 0.2:
+                trigger, at = "start-up", rng.uniform(0, 1) * startup[0]
+            else:
+                trigger, at = "progress", now + (1 - now) * rng.uniform(0.1, 1.8) / (left + 1)
+
+            def when(trigger: str = trigger, at: float = at, now: float = now, t0: float = t0) -> bool:
+                x = progressed() if job.progress else 0.0
+                return x > now and x >= at if trigger == "progress" else time.monotonic() - t0 >= at
+
+            out = run(argv, logs / f"kill-{i}.log", when, delay)
+            if seen["first"] is not None:
+                startup[0] = seen["first"]
+            point = {"point": i, "trigger": trigger, "at": round(at, 3), "from": round(now, 3), "delay_s": round(delay, 3),
+                     "killed": out.killed, "seconds": round(out.seconds, 2), "orphans": out.orphans, "ok": False}
+            points.append(point)
+            if not out.killed:  # it finished (or failed) before the kill point: start over
+                point["rc"] = out.rc
+                assert out.rc in job.ok_codes, f"{job.name}: run {i} failed before its kill point:\n{out.log}"
+                job.reset()
+                continue
+            assert not out.orphans, f"{job.name}: processes left after kill {i}: {out.orphans}"
+            try:
+                job.check_after_kill()
+            except AssertionError as e:
+                point["error"] = str(e)[:500]
+                raise
+            point["ok"] = True
+        final = run(job.argv + job.resume, logs / "final.log")
+        assert final.rc in job.ok_codes, f"{job.name}: the final rerun failed:\n{final.log}"
+        if final.rc != ref.rc:
+            pytest.skip(f"{job.name}: the guard's timing-dependent verdict differs (ref exit {ref.rc}, rerun {final.rc})")
+        job.check_final()
+        assert job.leftovers() == [], f"{job.name}: left behind: {job.leftovers()}"
+        result["final"] = "identical"
+    finally:  # the record is written whatever happened (a failed check shows in it)
+        tried = [p for p in points if p["killed"]]
+        # a kill is survived when the state it left was usable and the job still ended identical
+        survived = sum(p["ok"] for p in tried) if result["final"] == "identical" else 0
+        record = {"job": job.name, "tried": len(tried), "survived": survived, "planned": n,
+                  "finished_before_kill": len(points) - len(tried), "identical": job.deterministic,
+                  "final": result["final"], "reference_seconds": round(ref.seconds, 2), "points": points}
+        report = os.environ.get("NICHE_KILL_REPORT")
+        if report:
+            Path(report).mkdir(parents=True, exist_ok=True)
+            (Path(report) / f"{job.name}-{n}-kills.json").write_text(json.dumps(record, indent=2))
+    assert len(tried) == n, f"{job.name}: only {len(tried)} of {n} planned kills landed: {points}"
     return record
 
 
@@ -289,11 +331,13 @@ def predict_job(inputs, tmp: Path, rows: int) -> Job:
     prog = out.with_name(out.name + ".progress.json")
     cmd = niche("predict", inputs["sparse"], inp, "--quiet", "--batch-size", "256")
 
-    def progress() -> float:
+    def progress() -> float | None:
+        if not prog.exists():
+            return 0.0
         try:
             return json.loads(prog.read_text()).get("rows", 0) / rows
         except (OSError, ValueError):
-            return 0.0
+            return None
 
     def after_kill() -> None:
         if not prog.exists():
@@ -309,7 +353,7 @@ def predict_job(inputs, tmp: Path, rows: int) -> Job:
         assert json.loads(prog.read_text())["complete"]
 
     return Job("predict", cmd + ["--out", str(out)], cmd + ["--out", str(ref)], [], progress, after_kill, final,
-               lambda: sorted(q.name for q in tmp.iterdir() if q.name.endswith(".tmp")), max_delay=0.2)
+               lambda: sorted(q.name for q in tmp.iterdir() if q.name.endswith(".tmp")), state=(out, prog), max_delay=0.2)
 
 
 def train_job(inputs, tmp: Path, epochs: int) -> Job:
@@ -330,7 +374,7 @@ def train_job(inputs, tmp: Path, epochs: int) -> Job:
 
     return Job("train", cmd + ["--out", str(out)], cmd + ["--out", str(ref)], ["--resume"],
                lambda: latest_step(ckpt) / steps, lambda: out_is_absent_or_whole(out), final,
-               lambda: temp_siblings(out) + ([ckpt.name] if ckpt.exists() else []))
+               lambda: temp_siblings(out) + ([ckpt.name] if ckpt.exists() else []), state=(out, ckpt))
 
 
 ZH = ["这家酒店的服务很好", "房间很干净，早餐也不错", "价格太贵了，不推荐", "快递很快，包装完好", "质量很差，用了两天就坏了",
@@ -363,7 +407,7 @@ def pretrain_job(tmp: Path, steps: int) -> Job:
 
     return Job("pretrain", cmd + ["--out", str(out)], cmd + ["--out", str(ref)], ["--resume"],
                lambda: latest_step(ckpt) / steps, after_kill, final,
-               lambda: temp_siblings(out) + ([ckpt.name] if ckpt.exists() else []))
+               lambda: temp_siblings(out) + ([ckpt.name] if ckpt.exists() else []), state=(out, ckpt))
 
 
 def distill_job(inputs, teacher: Path, tmp: Path, epochs: int) -> Job:
@@ -384,7 +428,7 @@ def distill_job(inputs, teacher: Path, tmp: Path, epochs: int) -> Job:
                lambda: latest_step(ckpt) / steps, lambda: out_is_absent_or_whole(out), final,
                lambda: temp_siblings(out, out.with_name(out.name + ".distill-cache"))
                + ([ckpt.name] if ckpt.exists() else []) + [q.name for q in tmp.glob("*.distill-cache/*.tmp")],
-               ok_codes=(0, 3))
+               state=(out, ckpt), ok_codes=(0, 3))
 
 
 def recommend_job(inputs, tmp: Path, tower_epochs: int) -> Job:
@@ -421,7 +465,7 @@ def recommend_job(inputs, tmp: Path, tower_epochs: int) -> Job:
             np.testing.assert_allclose([r["score"] for r in ra], [r["score"] for r in rb], atol=1e-5)
 
     return Job("recommend", cmd + ["--out", str(out)], cmd + ["--out", str(ref)], [], None, after_kill, final,
-               lambda: temp_siblings(out), max_delay=0.0)
+               lambda: temp_siblings(out), state=(out,), max_delay=0.0)
 
 
 def monitor_job(inputs, tmp: Path, records: int) -> Job:
@@ -442,15 +486,17 @@ def monitor_job(inputs, tmp: Path, records: int) -> Job:
         return niche("monitor", "run", "--model", inputs["sentiment"], "--input", feed, "--db", d, "--batch-size", batch,
                      "--min-baseline", "10", "--alerts-jsonl", alerts, "--json")
 
-    def count() -> int:
+    def progress() -> float | None:
+        if not db.exists():
+            return 0.0
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
             try:
-                return con.execute("SELECT count(*) FROM monitor_docs").fetchone()[0]
+                return con.execute("SELECT count(*) FROM monitor_docs").fetchone()[0] / records
             finally:
                 con.close()
-        except sqlite3.Error:
-            return 0
+        except sqlite3.Error:  # tables not created yet, or busy
+            return None
 
     def tables(d: Path) -> dict[str, list]:
         con = sqlite3.connect(d)
@@ -484,7 +530,8 @@ def monitor_job(inputs, tmp: Path, records: int) -> Job:
         assert alerts(tmp / "alerts.jsonl") == alerts(tmp / "ref-alerts.jsonl")
 
     return Job("monitor", cmd(db, tmp / "alerts.jsonl"), cmd(ref, tmp / "ref-alerts.jsonl"), [],
-               lambda: count() / records, after_kill, final, lambda: temp_siblings(db))
+               progress, after_kill, final, lambda: temp_siblings(db),
+               state=(db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), tmp / "alerts.jsonl"))
 
 
 def jobs(name: str, inputs, teacher_dir: Callable[[], Path], tmp: Path, slow: bool) -> Job:
