@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCHMARKS_MD, RESULTS, Floor, Keep, Missing, floor  # noqa: E402
 from sections import (assistant, classification, compression, distributed, monitor, onnx_runtime,  # noqa: E402
-                      peers, pretraining, recommend, serving, versions)
+                      peers, pretraining, recommend, reliability, serving, versions)
 
 Section = Callable[[Path], tuple[list, list[Floor]]]
 
@@ -46,6 +46,7 @@ SECTIONS: list[tuple[Section, str | None, str]] = [
     (pretraining.section, "### Floors: pretraining", "after"),
     (onnx_runtime.section, None, "after"),
     (versions.section, None, "after"),
+    (reliability.section, "### Floors: reliability", "after"),
     (peers.section, "### Floors: peers", "after"),
     (classification.notes, None, "after"),
 ]
