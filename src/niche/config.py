@@ -103,7 +103,8 @@ class SparseConfig:
     """Cap per analyzer (most frequent n-grams kept)."""
     loss: Literal["auto", "nblr", "lr", "svm"] = "auto"
     """``nblr``: NB-weighted logistic regression (binary tasks only); ``lr``: logistic regression;
-    ``svm``: linear SVM (squared hinge); ``auto``: the best on dev of those that apply."""
+    ``svm``: linear SVM (squared hinge); ``auto``: the best on dev of those that apply (without a dev
+    split: NB-LR for two classes, else LR)."""
     nb: bool = True
     """Allow the NB-weighted loss for binary tasks (``loss="auto"`` then tries it)."""
     C: float = 0.0

@@ -142,5 +142,8 @@ def test_selection_rules() -> None:
     tie = [_row("sparse", 0.9000, 5000), _row("transformer", 0.9005, 60)]
     assert choose(tie, AutoConfig())[0] == "sparse"  # a tie within 0.1 point: the faster
     assert sorted(pareto_front(rows)) == ["sparse", "static", "transformer"]
+    few = [_row("sparse", 0.75, 5000), _row("static", 0.70, 9000), _row("transformer", 0.70, 60)]
+    assert choose(few, AutoConfig(), n_dev=20)[0] == "transformer"  # within one of 20 dev texts
+    assert choose(few, AutoConfig(), n_dev=1000)[0] == "sparse"
     with pytest.raises(ConfigError, match="no candidate"):
         choose([{"name": "sparse", "status": "failed"}], AutoConfig())

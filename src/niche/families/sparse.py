@@ -197,6 +197,8 @@ class SparseModel:
         tune = dev_texts is not None and dev_y is not None and len(dev_texts) > 0 and soft is None
         analyzers = self.candidate_analyzers(texts) if tune else self.candidate_analyzers(texts)[:1]
         losses = self._losses(binary, soft is not None)
+        if not tune:
+            losses = losses[:1]  # nothing to choose on: the first (NB-LR for two classes, else LR)
         grid = [(a, loss, C) for a in analyzers for loss in losses
                 for C in ((cfg.C,) if cfg.C else C_GRID[loss] if tune else (C_DEFAULT[loss],))]
         kinds = list(dict.fromkeys(k for a in analyzers for k in KINDS[a]))
