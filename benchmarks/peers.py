@@ -108,7 +108,7 @@ REGISTRY = [
            args={"family": "auto", "extra": ["--max-minutes", "10"], "needs": ["--max-minutes"]}),
     System("tfidf-svc", "TF-IDF + LinearSVC (tuned)", "main", "tfidf", args={"clf": "svc"}),
     System("tfidf-lr", "TF-IDF + LogisticRegression (tuned)", "main", "tfidf", args={"clf": "lr"}),
-    System("fasttext", "fastText (autotune)", "peers", "fasttext", args={"autotune_s": 120, "fewshot_autotune_s": 60}),
+    System("fasttext", "fastText (autotune)", "peers", "fasttext", args={"autotune_s": 300, "fewshot_autotune_s": 60}),
     System("model2vec", "model2vec (MiniLM distilled) + classifier", "peers", "model2vec"),
     System("setfit", "SetFit (MiniLM body)", "peers", "setfit", stage="slow", timeout_s=2400, split="slow",
            args={"num_iterations": 20, "batch_size": 16, "max_steps": 300, "max_body_s": 420}),
