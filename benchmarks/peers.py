@@ -574,7 +574,17 @@ def run_job(dataset: str, system: str, k: int | None) -> dict:
     if p.returncode != 0 or line is None:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-25:]
         return base | {"status": "failed", "error": f"exit {p.returncode}: " + "\n".join(tail)[-2500:], "wall_s": wall}
-    return base | json.loads(line.split(" ", 1)[1]) | {"wall_s": wall}
+    res = base | json.loads(line.split(" ", 1)[1]) | {"wall_s": wall}
+    if s.kind == "fasttext" and res.get("status") == "ok":
+        res["settings"] |= autotune_log(log)
+    return res
+
+
+def autotune_log(log: Path) -> dict:
+    """How far fastText's autotune got: its last progress line (trials run, best dev score) in the log."""
+    text = log.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+    m = re.findall(r"Trials:\s+(\d+)\s+Best score:\s+([\d.]+|unknown)", text)
+    return {"autotune_trials": int(m[-1][0]), "autotune_best_dev": m[-1][1]} if m else {}
 
 
 def claim(lock: Path) -> bool:

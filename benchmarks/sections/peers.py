@@ -45,7 +45,9 @@ def _notes(r: dict) -> str:
     elif sysname == "fasttext":
         parts.append(f"autotune {s.get('autotuneDuration_s')} s: dim {s.get('dim')}, epoch {s.get('epoch')}, "
                      f"lr {_fmt(s.get('lr'), 2)}, wordNgrams {s.get('wordNgrams')}, minn-maxn {s.get('minn')}-{s.get('maxn')}, "
-                     f"loss {s.get('loss')}, bucket {s.get('bucket')}")
+                     f"loss {s.get('loss')}, bucket {s.get('bucket')}"
+                     + (f"; {s['autotune_trials']} trials, best dev {s.get('autotune_best_dev')}"
+                        if "autotune_trials" in s else ""))
     elif sysname == "model2vec":
         parts.append(f"distilled once ({_fmt(r.get('distill_s'), 0)} s, not in train s); early stopping on dev")
     elif sysname == "setfit":
@@ -101,8 +103,9 @@ def section(results: Path) -> tuple[list, list[Floor]]:
              "no dev. train s = the whole fit including that tuning; docs/s = prediction of the whole test set after a "
              "warm-up (batch 32 for the embedding models); size = the saved model on disk. CLINC150 is in-scope only "
              "(`oos` dropped); Financial PhraseBank is `50agree` (every sentence, majority label). fastText autotunes for "
-             "300 s (60 s few-shot): with 120 s under this load its search finished 4 trials and kept fastText's "
-             "defaults (banking77: 12.95 %), so those runs were redone. A timeout is the wall-clock limit of the "
+             "300 s (60 s few-shot). Under this load a trial on a large set takes minutes, so the search may end "
+             "with its first trial, fastText's defaults (epoch 5, lr 0.1, unigrams): the notes give the trials "
+             "run; with 120 s banking77 got 12.95 % that way, so the 120 s runs were redone with 300 s. A timeout is the wall-clock limit of the "
              "system's process (`timeout_s` in its JSON).", ""]
     floors: list[Floor] = []
     summary: list[str] = []
