@@ -35,7 +35,9 @@ def _notes(r: dict) -> str:
     if st in ("failed", "timeout"):
         err = (r.get("error") or "").strip().splitlines()
         last = next((ln for ln in reversed(err) if ln.strip()), "")
-        return f"**{st}**: {(err[0] if err else '')[:80]} … {last[-160:]}".replace("|", "\\|")
+        first = err[0] if err else ""
+        text = first[:200] if len(err) <= 1 else f"{first[:80]} … {last[-160:]}"
+        return f"**{st}**: {text}".replace("|", "\\|")
     if st == "not available":
         return "not available"
     sysname = r["system"]
@@ -126,6 +128,8 @@ def section(results: Path) -> tuple[list, list[Floor]]:
             summary.append(f"| {name} | {sp['accuracy'] * 100:.2f} | {svc['accuracy'] * 100:.2f} | {diff:+.2f} | "
                            f"{'met' if ok else '**NOT met**'} |")
             floors.append((label, f"{sp['accuracy'] * 100:.2f} vs {svc['accuracy'] * 100:.2f} ({diff:+.2f})", ok))
+        elif sp and sp.get("status") in ("failed", "timeout"):  # it ran and gave no model: not met
+            floors.append((label, f"niche-sparse {sp['status']} ({sp.get('error', '')[:60]})", False))
         else:
             floors.append((label, "-", None))
         auto = full.get((name, "niche-auto"))
