@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -89,9 +90,17 @@ def schemathesis_summary(text: str) -> dict:
     for key in ("errored", "skipped"):
         if (p := re.search(rf"(\d+) {key}", rest)):
             res[key] = int(p[1])
-    if (p := re.search(r"API Operations:.*?(\d+) selected", text, re.S)):
+    if (p := re.search(r"API Operations:\s*\n\s*Selected: (\d+)/(\d+)", text)):
         res["operations"] = int(p[1])
-    res["stateful"] = "Stateful (not applicable)" not in text and "Stateful" in text
+    res["stateful"] = "Stateful (not applicable)" not in text and bool(re.search(r"✅ +Stateful", text))
+    if (p := re.search(r"Scenarios:\s*(\d+)", text)):
+        res["stateful_scenarios"] = int(p[1])
+    if (p := re.search(r"API Links:\s*(\d+) covered / (\d+) selected", text)):
+        res["links_covered"], res["links"] = int(p[1]), int(p[2])
+    if (p := re.search(r"^Warnings:\n((?:  .*\n)+)", text, re.M)):
+        res["warnings"] = [w.strip().lstrip("⚠️").strip() for w in p[1].splitlines() if w.strip()]
+    if (p := re.search(r"^Schema validation mismatch:[^\n]*\n\n((?:  - [^\n]*\n)+)", text, re.M)):
+        res["warning_operations"] = [w.strip()[2:] for w in p[1].splitlines() if w.strip()]
     return res
 
 
@@ -106,7 +115,7 @@ def run_campaign(slow: bool, work: Path) -> tuple[int, dict]:
     rc = subprocess.call(cmd, cwd=ROOT, env=env)
     run = {"pytest_exit_code": rc, "slow": slow, "seconds": round(time.monotonic() - t0, 1),
            "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
-           "pytest_command": " ".join(cmd[1:]).replace(str(work), "WORK")}
+           "pytest_command": shlex.join(["python", *cmd[1:]]).replace(str(work), "WORK")}
     (work / "run.json").write_text(json.dumps(run))
     return rc, collect(work)
 
