@@ -92,3 +92,14 @@ def test_chinese_tries_jieba_words_and_reloads(tmp_path):
     clf.save(tmp_path / "zh")
     np.testing.assert_allclose(TextClassifier.load(tmp_path / "zh").predict_proba(X[:20]), clf.predict_proba(X[:20]),
                                rtol=1e-6)
+
+
+def test_a_loaded_model_saves_again(tmp_path) -> None:
+    from niche import TextClassifier
+    from tests.conftest import toy_texts
+
+    clf = TextClassifier("sparse").fit(*toy_texts(80, 1), eval_data=toy_texts(20, 2))
+    back = TextClassifier.load(clf.save(tmp_path / "a"))
+    again = TextClassifier.load(back.save(tmp_path / "b"))  # the loaded vectorizers have no vocabulary_
+    probe = toy_texts(10, 3)[0]
+    assert again.predict_proba(probe).tolist() == back.predict_proba(probe).tolist()

@@ -336,8 +336,6 @@ def test_distill_on_a_full_disk_keeps_the_previous_student(disk: Disk, data, goo
     assert leftovers(disk.root, "student") == []
 
 
-@pytest.mark.xfail(reason="compress/distill.py teacher_logits writes the logits cache outside any disk-full "
-                          "check (a raw SafetensorError traceback, exit 1); reported in issue 18 item 5", strict=False)
 def test_distill_teacher_cache_on_a_full_disk(disk: Disk, data, good_dirs) -> None:
     out = disk.root / "student"
     disk.fill(leave=500)  # the first write is the teacher's logits cache (OUT.distill-cache, ~2 kB)

@@ -106,10 +106,17 @@ def teacher_logits(teacher: TextClassifier, teacher_dir: Path, texts: list[str],
         else:
             logits = np.log(np.clip(teacher.predict_proba(texts, progress=bar), 1e-12, 1)).astype(np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from ..errors import no_space_left
+
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several ranks may write it at once
-        save_file({"logits": np.ascontiguousarray(logits, dtype=np.float32)}, str(tmp))
-        tmp.replace(path)
+        with no_space_left(path.parent, "the teacher's logits cache was not written and nothing else was",
+                           fix="free space there, or choose an --out on a disk with room"):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"logits": np.ascontiguousarray(logits, dtype=np.float32)}, str(tmp))
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
     return logits
 
 

@@ -358,8 +358,9 @@ class SparseModel:
     def save(self, d: Path) -> None:
         vocab = []
         for kind, vec in zip(self.kinds_, self.vectorizers_):
-            terms = [None] * len(vec.vocabulary_)
-            for term, i in vec.vocabulary_.items():
+            vocabulary = getattr(vec, "vocabulary_", None) or vec.vocabulary  # fitted, or loaded from a directory
+            terms = [None] * len(vocabulary)
+            for term, i in vocabulary.items():
                 terms[i] = term
             vocab.append({"kind": kind, "params": _jsonable(_vectorizer_params(kind, self.cfg)), "terms": terms})
         meta: dict[str, Any] = {"n_classes": self.n_classes_, "vectorizers": vocab}
