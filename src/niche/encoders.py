@@ -86,6 +86,23 @@ def resolve_base(base: str) -> str:
     return base
 
 
+def load_pretrained(base: str, what: str, fix: str, auto_class: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+    """(tokenizer, model) of ``base`` (a niche name, a local directory, or -- only then with network -- a
+    hub name), with ``auto_class`` (default ``AutoModel``) and ``kwargs`` passed to ``from_pretrained``.
+    Weights load from safetensors only (a ``pytorch_model.bin`` is never unpickled), transformers kept
+    quiet; any failure is a :class:`ModelLoadError` naming ``what`` was being loaded and ending in ``fix``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    src = resolve_base(str(base))
+    with quiet_hf():
+        try:
+            tok = AutoTokenizer.from_pretrained(src)
+            model = (auto_class or AutoModel).from_pretrained(src, use_safetensors=True, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load {what} {base!r} ({src}): {e}. {fix}") from None
+    return tok, model
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
         return torch.device(name)
@@ -166,15 +183,9 @@ class SentenceEncoder:
     @classmethod
     def load(cls, name_or_dir: str | Path, max_len: int = 64, device: str = "auto") -> "SentenceEncoder":
         """Open a base encoder by niche name, local directory, or (only then with network) hub name."""
-        from transformers import AutoModel, AutoTokenizer
-
-        src = resolve_base(str(name_or_dir))
-        with quiet_hf():
-            try:
-                tok = AutoTokenizer.from_pretrained(src)
-                model = AutoModel.from_pretrained(src)
-            except (OSError, ValueError) as e:
-                raise ModelLoadError(f"cannot load the sentence encoder {name_or_dir!r} ({src}): {e}") from None
+        tok, model = load_pretrained(str(name_or_dir), "the sentence encoder",
+                                     "Pass a local Hugging Face model directory (config.json, model.safetensors, "
+                                     "tokenizer files); hub names need network access.")
         return cls(model, tok, max_len, device)
 
     def save(self, d: Path) -> None:

@@ -69,18 +69,10 @@ def _load_any(model: Any) -> tuple[Any, Any, Any, list[str] | None]:
 
             clf = TextClassifier.load(p)
         else:
-            from transformers import AutoModel, AutoTokenizer
+            from .encoders import load_pretrained
 
-            from .errors import ModelLoadError
-            from .encoders import quiet_hf, resolve_base
-
-            src = resolve_base(str(model))
-            with quiet_hf():
-                try:
-                    tok = AutoTokenizer.from_pretrained(src)
-                    m = AutoModel.from_pretrained(src, use_safetensors=True)
-                except (OSError, ValueError) as e:
-                    raise ModelLoadError(f"{model}: cannot load ({e}); pass a niche model dir or a Hugging Face encoder dir.") from None
+            tok, m = load_pretrained(str(model), "the model", "Pass a niche model directory or a Hugging Face "
+                                     "encoder directory.")
             return m.eval(), tok, None, None
     tm = getattr(clf, "model_", None)
     if getattr(tm, "model", None) is None or not hasattr(tm, "encode"):

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -33,7 +34,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,33 @@ def check_safetensors(path: Path, fix: str = "Retrain the model or restore the d
     except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for damaged files
         raise ModelLoadError(f"{path}: not a complete safetensors file ({e}); it is truncated or damaged "
                              f"({path.stat().st_size} bytes). {fix}") from None
+
+
+@contextlib.contextmanager
+def damaged_files(d: Path, what: str, fix: str) -> Iterator[None]:
+    """Turn any error while reading a family's own files (``what``, e.g. "a.json and b.safetensors")
+    into a :class:`ModelLoadError` that names them and ends in ``fix``; a ModelLoadError passes as is."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as e:  # json, safetensors, tokenizers, shapes: damaged or mismatched files
+        found = "corrupt JSON" if isinstance(e, json.JSONDecodeError) else f"{type(e).__name__}: {str(e)[:200]}"
+        raise ModelLoadError(f"{d}: {what} are damaged or do not belong together ({found}). {fix}") from None
+
+
+def read_family_files(d: Path, meta: str, weights: str, fix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the JSON ``d/meta``, the arrays of the safetensors ``d/weights``) of a family's model directory,
+    or a :class:`ModelLoadError` naming the missing, truncated or damaged file and ending in ``fix``."""
+    from safetensors.numpy import load_file
+
+    if not (d / meta).is_file():
+        raise ModelLoadError(f"{d}: missing {meta}. {fix}")
+    check_safetensors(d / weights, fix)
+    with damaged_files(d, f"{meta} and {weights}", fix):
+        info = json.loads((d / meta).read_text(encoding="utf-8"))
+        arrays = load_file(str(d / weights))
+    return info, arrays
 
 
 def metrics_lines(info: Mapping[str, Any]) -> list[str]:

@@ -71,9 +71,9 @@ def test_multiclass_tries_lr_and_svm_and_fixed_settings_are_kept():
     clf = TextClassifier("sparse").fit(X, y)
     assert {r["loss"] for r in clf.info_["training"]["tuning"]} == {"lr", "svm"}
     assert clf.info_["training"]["calibration"]["kind"] == "temperature"
-    fixed = TextClassifier("sparse", loss="svm", C=0.5).fit(X, y)
+    fixed = TextClassifier("sparse", loss="svm", C=0.5, min_df=2).fit(X, y)
     assert len(fixed.info_["training"]["tuning"]) == 1  # nothing to choose: one fit
-    assert fixed.info_["training"]["chosen"] == {"analyzer": "word+char", "loss": "svm", "C": 0.5}
+    assert fixed.info_["training"]["chosen"] == {"analyzer": "word+char", "loss": "svm", "C": 0.5, "min_df": 2}
     with pytest.raises(ConfigError, match="two classes"):
         TextClassifier("sparse", loss="nblr").fit(X, y)
 
@@ -103,3 +103,30 @@ def test_a_loaded_model_saves_again(tmp_path) -> None:
     again = TextClassifier.load(back.save(tmp_path / "b"))  # the loaded vectorizers have no vocabulary_
     probe = toy_texts(10, 3)[0]
     assert again.predict_proba(probe).tolist() == back.predict_proba(probe).tolist()
+
+
+def test_min_df_auto_tries_1_on_short_texts_and_keeps_what_dev_prefers():
+    # each class has words seen in one training text only, which min_df=2 drops; dev uses the same words
+    rng = random.Random(3)
+    X, y, Xd, yd = [], [], [], []
+    for c in "abc":
+        for i in range(30):
+            w = f"{c}rare{i}"
+            X.append(f"{w} common{rng.randrange(5)}")
+            y.append(c)
+            Xd.append(f"{w} common{rng.randrange(5)}")
+            yd.append(c)
+    clf = TextClassifier("sparse", analyzer="word", loss="lr").fit(X, y, eval_data=(Xd, yd))
+    tuning = clf.info_["training"]["tuning"]
+    assert [r["min_df"] for r in tuning if "min_df" in r] == [1]  # the one extra fit, after the grid
+    assert clf.info_["training"]["chosen"]["min_df"] == 1
+    def acc(m):
+        return sum(p == t for p, t in zip(m.predict(Xd), yd)) / len(yd)
+
+    assert acc(clf) > 0.9
+    again = TextClassifier("sparse", analyzer="word", loss="lr", min_df=2).fit(X, y, eval_data=(Xd, yd))
+    assert not any("min_df" in r for r in again.info_["training"]["tuning"])
+    assert acc(again) < acc(clf)
+    long_texts = [t + " filler" * 60 for t in X]
+    big = TextClassifier("sparse", analyzer="word", loss="lr").fit(long_texts, y, eval_data=([t + " filler" * 60 for t in Xd], yd))
+    assert big.info_["training"]["chosen"]["min_df"] == 2  # mean > 200 characters: not tried

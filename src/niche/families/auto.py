@@ -121,7 +121,7 @@ def _subset(task: Any, n: int, seed: int) -> Any:
 def probe_sparse(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
     """Seconds the tuned sparse fit should take: one untuned fit on <= 2000 rows, scaled by rows and grid."""
     from . import get, make_config
-    from .sparse import C_GRID
+    from .sparse import c_grid
 
     n = min(len(task.train), 2000)
     sub = _subset(task, n, cfg.seed)
@@ -130,7 +130,8 @@ def probe_sparse(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
                                                                              y_dev=sub.y_dev[:0]))
     one = time.perf_counter() - t0
     binary = len(task.labels) == 2
-    fits = (3 if binary else 2) * len(C_GRID["lr"]) * (2 if cjk else 1) * 0.75  # C sweeps stop early
+    fits = sum(len(c_grid(loss, len(task.labels))) for loss in ((["nblr"] if binary else []) + ["lr", "svm"]))
+    fits *= (2 if cjk else 1) * 0.75  # C sweeps stop early
     est = one * (len(task.train) / n) * fits * 1.2
     return est, f"one untuned fit on {n} rows took {one:.1f} s; x{len(task.train) / n:.1f} rows x ~{fits:.0f} grid fits"
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from ..config import StaticConfig
 from ..errors import ConfigError, ModelLoadError
-from ..modeldir import check_safetensors
+from ..modeldir import damaged_files, read_family_files
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False)
     base's files, written atomically; a damaged one is recomputed)."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
-
-    from ..encoders import quiet_hf, resolve_base
+    from ..encoders import load_pretrained, resolve_base
 
     src = resolve_base(base)
     if src in _TOKEN_VECTORS:
@@ -104,13 +102,8 @@ def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False)
             return result
         except Exception:  # damaged or foreign file: recompute and replace it
             log.warning("ignoring the unreadable cache file %s", cached)
-    with quiet_hf():
-        try:
-            tok = AutoTokenizer.from_pretrained(src)
-            model = AutoModel.from_pretrained(src, use_safetensors=True)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot load base model {base!r} ({src}) for the static family: {e}. Pass base= a "
-                                 "local Hugging Face model directory, or base='none' for random embeddings.") from None
+    tok, model = load_pretrained(base, "the static family's base model", "Pass base= a local Hugging Face model "
+                                 "directory, or base='none' for random embeddings.")
     if not getattr(tok, "is_fast", False):
         raise ConfigError(f"base {base!r} has no fast (Rust) tokenizer; the static family needs tokenizer.json.")
     model.eval()
@@ -368,12 +361,8 @@ class StaticModel:
     @classmethod
     def load(cls, d: Path, cfg: StaticConfig) -> "StaticModel":
         fix = f"A static model needs {META}, {WEIGHTS} (and {TOKENIZER}) from the same fit; retrain or restore it."
-        if not (d / META).is_file():
-            raise ModelLoadError(f"{d}: missing {META}. {fix}")
-        check_safetensors(d / WEIGHTS, fix)
-        try:
-            meta = json.loads((d / META).read_text(encoding="utf-8"))
-            arrays = load_file(str(d / WEIGHTS))
+        meta, arrays = read_family_files(d, META, WEIGHTS, fix)
+        with damaged_files(d, f"{META} / {WEIGHTS}", fix):
             m = cls(cfg)
             m.mode_, m.n_classes_ = str(meta["mode"]), int(meta["n_classes"])
             m.n_unigrams_, m.buckets_ = int(meta["n_unigrams"]), int(meta["buckets"])
@@ -395,11 +384,6 @@ class StaticModel:
                 if len(m.vocab_) + 1 != m.n_unigrams_:
                     raise ValueError(f"vocab has {len(m.vocab_)} tokens for {m.n_unigrams_} rows")
             layers = m._layers()
-        except ModelLoadError:
-            raise
-        except Exception as e:  # json, safetensors, tokenizers: damaged or mismatched files
-            raise ModelLoadError(f"{d}: {META} / {WEIGHTS} are damaged or do not belong together "
-                                 f"({type(e).__name__}: {str(e)[:200]}). {fix}") from None
         dims = [m.vectors_.shape[1]] + [W.shape[0] for W, _ in layers]
         ok = m.vectors_.shape[0] == m.rows_ and all(W.shape[1] == dims[i] for i, (W, _) in enumerate(layers))
         if not ok or dims[-1] != m.n_classes_:

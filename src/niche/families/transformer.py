@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import TransformerConfig
-from ..encoders import pad_batch, pick_device, plan_batches, quiet_hf, resolve_base
+from ..encoders import load_pretrained, pad_batch, pick_device, plan_batches, quiet_hf
 from ..errors import ConfigError, ModelLoadError
 from ..modeldir import check_safetensors
 
@@ -43,24 +43,16 @@ class TransformerModel:
     @classmethod
     def from_base(cls, cfg: TransformerConfig, labels: list[str]) -> "TransformerModel":
         """A fresh classification head on top of the base encoder ``cfg.base``."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        src = resolve_base(cfg.base)
         id2label = dict(enumerate(labels))
         label2id = {v: k for k, v in id2label.items()}
-        with quiet_hf():
-            try:
-                tok = AutoTokenizer.from_pretrained(src)
-                torch.manual_seed(cfg.seed)  # the new head's initialization is part of the seeded run
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    src, num_labels=len(labels), id2label=id2label, label2id=label2id,
-                    ignore_mismatched_sizes=True,
-                )
-            except OSError as e:
-                raise ModelLoadError(
-                    f"cannot load base model {cfg.base!r} ({src}): {e}. Pass --base with a local Hugging Face model "
-                    "directory (config.json, weights, tokenizer files); hub names need network access."
-                ) from None
+        torch.manual_seed(cfg.seed)  # the new head's initialization is part of the seeded run
+        tok, model = load_pretrained(
+            cfg.base, "base model", "Pass --base with a local Hugging Face model directory (config.json, "
+            "model.safetensors, tokenizer files); hub names need network access.",
+            AutoModelForSequenceClassification, num_labels=len(labels), id2label=id2label, label2id=label2id,
+            ignore_mismatched_sizes=True)
         if cfg.max_len > getattr(model.config, "max_position_embeddings", 10**9):
             raise ConfigError(
                 f"max_len {cfg.max_len} exceeds the base model's {model.config.max_position_embeddings} positions; "

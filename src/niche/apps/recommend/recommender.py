@@ -49,17 +49,10 @@ def is_recommender_dir(path: str | Path) -> bool:
 
 
 def _load_encoder(src: str, max_len: int) -> ItemEncoder:
-    from transformers import AutoModel, AutoTokenizer
+    from ...encoders import load_pretrained
 
-    from ...encoders import quiet_hf
-
-    with quiet_hf():
-        try:
-            tok = AutoTokenizer.from_pretrained(src)
-            model = AutoModel.from_pretrained(src, use_safetensors=True)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot load the encoder from {src} ({e}); pass --base with a local Hugging Face "
-                                 "model directory (config.json, model.safetensors, tokenizer files).") from None
+    tok, model = load_pretrained(src, "the item encoder", "Pass --base with a local Hugging Face model directory "
+                                 "(config.json, model.safetensors, tokenizer files).")
     return ItemEncoder(model, tok, max_len, source=src)
 
 
