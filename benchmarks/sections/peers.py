@@ -139,6 +139,7 @@ def section(results: Path) -> tuple[list, list[Floor]]:
             auto_lines.append(f"| {name} | {auto['accuracy'] * 100:.2f} ({(auto.get('settings') or {}).get('winner')}) | "
                               f"{best.get('label')} {best['accuracy'] * 100:.2f} | "
                               f"{(auto['accuracy'] - best['accuracy']) * 100:+.2f} |")
+    floors += _issue_floors(P, full, few)
     if summary:
         lines += ["### Tuned niche-sparse vs tuned TF-IDF + LinearSVC (test accuracy, %)", "",
                   "| dataset | niche-sparse | tfidf-svc | difference (points) | floor (>= -0.2) |", "|---|---:|---:|---:|---|",
@@ -180,3 +181,52 @@ def section(results: Path) -> tuple[list, list[Floor]]:
                   + "; ".join(f"{r['dataset']}{'' if r.get('shots') is None else ' K=' + str(r['shots'])} "
                               f"{r['system']}: {r['status']}" for r in bad) + ".", ""]
     return lines, floors
+
+
+def _ok(r: dict | None) -> bool:
+    return bool(r) and r.get("status") in ("ok", "reused")
+
+
+def _issue_floors(P, full: dict, few: dict) -> list[Floor]:
+    """The floors of issue 17 besides sparse vs tfidf-svc: auto vs the best peer, the static student,
+    few-shot auto vs SetFit. A floor whose rows are not all measured says so (None)."""
+    floors: list[Floor] = []
+    wins, close, lost, unmeasured = [], [], [], []
+    for name in P.DATASETS:
+        auto = full.get((name, "niche-auto"))
+        peers = [r for (n, sname), r in full.items() if n == name and not sname.startswith("niche") and _ok(r)]
+        if not _ok(auto) or not peers:
+            unmeasured.append(name)
+            continue
+        diff = (auto["accuracy"] - max(r["accuracy"] for r in peers)) * 100
+        (wins if diff >= -1e-9 else close if diff >= -1.0 else lost).append(f"{name} {diff:+.2f}")
+    label = "niche-auto (10 min) >= the best peer on >= 7 of 9 datasets, within 1 point on the rest"
+    value = (f"{len(wins)} won/tied, {len(close)} within 1 ({', '.join(close) or '-'}), {len(lost)} lost by more "
+             f"({', '.join(lost) or '-'})" + (f"; not measured: {', '.join(unmeasured)}" if unmeasured else ""))
+    measured = len(P.DATASETS) - len(unmeasured)
+    if measured == 0:
+        floors.append((label, "not measured", None))
+    elif unmeasured and len(wins) + len(unmeasured) >= 7 and not lost:
+        floors.append((label, value, None))  # still open: the missing rows decide
+    else:
+        floors.append((label, value, len(wins) >= 7 and not lost and not unmeasured))
+    for name in ("sst2", "banking77"):
+        st, sp = full.get((name, "niche-static")), full.get((name, "niche-sparse"))
+        label = f"{name}: niche-static >= 5,000 docs/s (batch 32), within 1.5 points of niche-sparse"
+        if _ok(st) and _ok(sp):
+            diff = (st["accuracy"] - sp["accuracy"]) * 100
+            floors.append((label, f"{st['docs_per_s']:,.0f} docs/s, {st['accuracy'] * 100:.2f} vs "
+                                  f"{sp['accuracy'] * 100:.2f} ({diff:+.2f})",
+                           st["docs_per_s"] >= 5000 and diff >= -1.5 - 1e-9))
+        else:
+            floors.append((label, "not measured", None))
+    for name in P.FEWSHOT_DATASETS:
+        au, sf = few.get((name, 16, "niche-auto")), few.get((name, 16, "setfit"))
+        label = f"{name} K=16: niche-auto within 2 points of SetFit or better"
+        if _ok(au) and _ok(sf):
+            diff = (au["accuracy"] - sf["accuracy"]) * 100
+            floors.append((label, f"{au['accuracy'] * 100:.2f} vs {sf['accuracy'] * 100:.2f} ({diff:+.2f})",
+                           diff >= -2.0 - 1e-9))
+        else:
+            floors.append((label, "not measured" + ("" if _ok(sf) else " (SetFit not run)"), None))
+    return floors
