@@ -5,8 +5,9 @@
     python benchmarks/run.py --render   # rewrite BENCHMARKS.md from finished results (= benchmarks/render.py)
 
 Peers, on the same data, base model, epochs, batch size, learning rates, max length and seed:
-- sparse family  vs scikit-learn TfidfVectorizer + LogisticRegression (word 1-2-grams; char 1-3 for Chinese)
 - transformer    vs Hugging Face ``Trainer`` (training) and ``pipeline`` (prediction)
+- the sparse family's accuracy (its tuned peers -- TF-IDF + LinearSVC / LR with C chosen on dev, fastText,
+  model2vec, SetFit -- run in ``benchmarks/peers.py``, each in its own venv, on nine datasets)
 
 Every (dataset, system) runs in its own subprocess, so peak memory (ru_maxrss) is its own; results
 are cached as JSON in ``benchmarks/results/`` so an interrupted run resumes. Needs ``../shared/data``.
@@ -89,27 +90,6 @@ def run_niche_sparse(name: str, work: Path) -> dict:
     pred_s = time.perf_counter() - t0
     return scores(te.labels, pred) | {"train_s": train_s, "docs_per_s": len(te) / pred_s, "size_mb": dir_mb(d),
                                       "n_train": len(tr), "n_test": len(te), "analyzers": clf.info_["training"]["analyzers"]}
-
-
-def run_sklearn_tfidf(name: str, work: Path) -> dict:
-    import pickle  # only to measure the size of our own in-memory baseline; nothing is ever unpickled
-
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    tr, te = load(name, "train"), load(name, "test")
-    vec = (TfidfVectorizer(analyzer="char", ngram_range=(1, 3)) if name == "chnsenticorp"
-           else TfidfVectorizer(ngram_range=(1, 2)))
-    model = make_pipeline(vec, LogisticRegression(max_iter=1000))
-    t0 = time.perf_counter()
-    model.fit(tr.texts, tr.labels)
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pred = list(model.predict(te.texts))
-    pred_s = time.perf_counter() - t0
-    return scores(te.labels, pred) | {"train_s": train_s, "docs_per_s": len(te) / pred_s,
-                                      "size_mb": len(pickle.dumps(model)) / 1e6, "n_train": len(tr), "n_test": len(te)}
 
 
 def _splits(name: str):
@@ -249,7 +229,7 @@ def run_predict_speed(name: str, work: Path) -> dict:
             "labels_identical": agree == len(texts), "max_len": max_len}
 
 
-SYSTEMS = {"niche-sparse": run_niche_sparse, "sklearn-tfidf-lr": run_sklearn_tfidf,
+SYSTEMS = {"niche-sparse": run_niche_sparse,
            "niche-transformer": run_niche_transformer, "hf-trainer": run_hf_trainer, "predict-speed": run_predict_speed}
 
 
@@ -257,7 +237,7 @@ def plan(only: list[str]) -> list[tuple[str, str]]:
     jobs = []
     names = [n for n in DATASETS if not only or n in only]
     for n in names:
-        jobs += [(n, "niche-sparse"), (n, "sklearn-tfidf-lr")]
+        jobs.append((n, "niche-sparse"))
     for n in ("banking77", "imdb", "sst2"):
         if n in names and DATASETS[n]["tf"]:
             jobs += [(n, "niche-transformer"), (n, "hf-trainer")]

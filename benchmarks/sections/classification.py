@@ -1,5 +1,5 @@
-"""Core classification (benchmarks/run.py): niche's sparse and transformer families against
-scikit-learn and the Hugging Face Trainer/pipeline, prediction speed, and the closing notes.
+"""Core classification (benchmarks/run.py): niche's sparse family (its tuned peers are in sections/peers.py)
+and the transformer family against the Hugging Face Trainer/pipeline, prediction speed, and the closing notes.
 
 A dataset's block is rendered only when all of its systems' results are there (its numbers come
 from one run); otherwise it, and the floors it measures, are kept from the existing BENCHMARKS.md.
@@ -14,6 +14,8 @@ from pathlib import Path
 from _common import Floor, Keep, describe, load_result, machine, missing
 
 TABLE = ["| system | accuracy | macro-F1 | train s | docs/s | peak MB | size MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+PEERS_NOTE = ("Tuned peers of the sparse family on this data (TF-IDF + LinearSVC / LogisticRegression with C "
+              "chosen on dev, fastText autotune, model2vec, SetFit): section *Peers* below.")
 ACCURACY_FLOORS = (("imdb", "niche-sparse", 0.910, "sparse IMDB test >= 91.0 %"),
                    ("chnsenticorp", "niche-sparse", 0.925, "sparse ChnSentiCorp test >= 92.5 %"),
                    ("banking77", "niche-transformer", 0.920, "transformer banking77 test >= 92.0 %"),
@@ -21,7 +23,7 @@ ACCURACY_FLOORS = (("imdb", "niche-sparse", 0.910, "sparse IMDB test >= 91.0 %")
 
 
 def systems(spec: dict) -> list[str]:
-    return ["niche-sparse", "sklearn-tfidf-lr"] + (["niche-transformer", "hf-trainer"] if spec.get("tf") else [])
+    return ["niche-sparse"] + (["niche-transformer", "hf-trainer"] if spec.get("tf") else [])
 
 
 def _row(name: str, r: dict | None) -> str:
@@ -43,7 +45,7 @@ def _intro(runs: list[dict]) -> list[str]:
 
 def _dataset(name: str, spec: dict, R: dict) -> tuple[list[str], list[Floor]]:
     lines = [f"## {name} ({spec['test_name']})", "", *TABLE,
-             _row("niche sparse", R.get("niche-sparse")), _row("scikit-learn TF-IDF + LogisticRegression", R.get("sklearn-tfidf-lr"))]
+             _row("niche sparse", R.get("niche-sparse")), "", PEERS_NOTE]
     sp = R.get("niche-sparse")
     if sp:
         lines += ["", f"niche sparse analyzers: {', '.join(sp['analyzers'])}; {sp['n_train']} train / {sp['n_test']} test rows."]
