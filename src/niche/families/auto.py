@@ -109,6 +109,9 @@ def data_profile(task: Any) -> dict[str, Any]:
             "chars_p50": int(np.percentile(chars, 50)), "chars_p95": int(np.percentile(chars, 95))}
 
 
+AUTO_TRANSFORMER_LR = 1e-4
+
+
 def _subset(task: Any, n: int, seed: int) -> Any:
     """A FitTask on (at most) ``n`` training rows, stratified-ish by a seeded permutation."""
     quiet = {"checkpoint_dir": None, "resume": False, "progress": False, "callbacks": ()}
@@ -450,7 +453,8 @@ def _plan_transformer(cfg: AutoConfig, task: Any, profile: dict[str, Any], left:
     # after training: dev predictions for the metrics and the ensemble (3x dev) and two speed runs
     reserve = round((3 * n_dev + 2 * (SPEED_TEXTS + 32)) * infer + 10, 1)
     left -= reserve
-    most = int(min(20, max(3, np.ceil(3000 / max(n, 1)))))  # tiny data: more passes (>= ~3000 texts seen)
+    # small data: more passes (>= ~10,000 texts seen); early stopping on dev keeps the best epoch
+    most = int(min(20, max(3, np.ceil(10_000 / max(n, 1)))))
     epochs = int(min(most, np.floor(0.9 * left / max(epoch_s, 1e-9))))
     if epochs < 1:
         return {"decision": "skip", "seconds": round(epoch_s, 1), "max_len": max_len,
@@ -474,8 +478,10 @@ def _train(name: str, cfg: AutoConfig, task: Any, p: dict[str, Any], state_dir: 
     elif name == "static":
         params = {"base": cfg.base, "seed": cfg.seed}
     else:
+        # lr 1e-4 (not the family's 5e-5): a budget allows few epochs, and the core benchmark's transformer
+        # rows ran at 1e-4 (banking77 93.6 % in 5 epochs, SST-2 90.0 % in 1; BENCHMARKS.md)
         params = {"base": cfg.base, "seed": cfg.seed, "max_len": p["max_len"], "epochs": p["epochs"],
-                  "checkpoint_every": 50}
+                  "lr": AUTO_TRANSFORMER_LR, "checkpoint_every": 50}
         deadline = budget.start + budget.seconds - p.get("reserve", 10)  # leave time for measuring and saving
 
         def stop_at_deadline(state: Any) -> None:
