@@ -484,7 +484,8 @@ def child_niche(split: Path, work: Path, lang: str, args: dict, use_dev: bool = 
     if board.is_file():  # niche-auto: which candidate won
         lb = json.loads(board.read_text(encoding="utf-8"))
         settings["leaderboard"] = lb
-    winner = tr.get("winner") or info.get("winner") or (info.get("auto") or {}).get("winner")
+    winner = (lb.get("winner") if board.is_file() and isinstance(lb, dict) else None) or \
+        (tr.get("auto") or {}).get("winner")
     if winner is None and board.is_file():
         rows = lb if isinstance(lb, list) else lb.get("candidates") or lb.get("leaderboard") or []
         if rows and isinstance(rows[0], dict):

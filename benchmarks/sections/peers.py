@@ -61,13 +61,20 @@ def _notes(r: dict) -> str:
         if ch:
             parts.append(", ".join(f"{k} {v}" for k, v in ch.items()))
         if sysname == "niche-auto":
-            parts.insert(0, f"winner: **{s.get('winner')}**")
+            parts.insert(0, f"winner: **{_winner(r)}**")
     elif sysname == "hf-trainer":
         parts.append(f"reused from the core run of {s.get('measured')} ({s.get('rows')}; same dev split), not rerun")
     meta = r.get("split_meta") or {}
     if r.get("split", "").endswith("/slow") and "sample" in meta.get("how", ""):
         parts.append(f"subset: {meta.get('n_train')} train / {meta.get('n_test')} test")
     return "; ".join(p for p in parts if p).replace("|", "\\|")
+
+
+def _winner(r: dict) -> str | None:
+    """The candidate that won a niche-auto run: its leaderboard's word first (older results recorded
+    the winner's own training facts, which named an ensemble's member)."""
+    st = r.get("settings") or {}
+    return (st.get("leaderboard") or {}).get("winner") or st.get("winner")
 
 
 def _row(r: dict) -> str:
@@ -136,7 +143,7 @@ def section(results: Path) -> tuple[list, list[Floor]]:
         peers_ok = [r for r in rows if r.get("status") in ("ok", "reused") and not r["system"].startswith("niche")]
         if auto and auto.get("status") == "ok" and peers_ok:
             best = max(peers_ok, key=lambda r: r["accuracy"])
-            auto_lines.append(f"| {name} | {auto['accuracy'] * 100:.2f} ({(auto.get('settings') or {}).get('winner')}) | "
+            auto_lines.append(f"| {name} | {auto['accuracy'] * 100:.2f} ({_winner(auto)}) | "
                               f"{best.get('label')} {best['accuracy'] * 100:.2f} | "
                               f"{(auto['accuracy'] - best['accuracy']) * 100:+.2f} |")
     floors += _issue_floors(P, full, few)

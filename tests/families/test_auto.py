@@ -147,3 +147,20 @@ def test_selection_rules() -> None:
     assert choose(few, AutoConfig(), n_dev=1000)[0] == "sparse"
     with pytest.raises(ConfigError, match="no candidate"):
         choose([{"name": "sparse", "status": "failed"}], AutoConfig())
+
+
+def test_transformer_plan_epochs_subset_or_skip() -> None:
+    from niche.families.auto import fit_transformer_plan
+
+    probe = {"max_len": 32, "per_text": 0.01, "infer": 0.002, "probe": "probe"}
+    profile = {"rows": 9000, "dev_rows": 1000}  # one epoch ~92 s
+    lots = fit_transformer_plan(probe, profile, 10_000)
+    assert lots["decision"] == "train" and lots["epochs"] == 3 and "rows" not in lots  # capped: ~10k texts seen
+    two = fit_transformer_plan(probe, profile, 250)
+    assert two["epochs"] == 2 and two["seconds"] <= 250
+    part = fit_transformer_plan(probe, profile, 80)  # under one epoch: a seeded subset that fits
+    assert part["decision"] == "train" and part["epochs"] == 1 and 2000 <= part["rows"] < 9000
+    assert part["seconds"] <= 80 and "subset" in part["why"]
+    assert fit_transformer_plan(probe, profile, 20)["decision"] == "skip"
+    tiny = fit_transformer_plan(probe, {"rows": 500, "dev_rows": 100}, 10_000)
+    assert tiny["epochs"] == 20  # small data: up to 20 passes, early stopping keeps the best

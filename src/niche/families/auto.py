@@ -159,7 +159,9 @@ def probe_static(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
 
 
 def probe_transformer(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, str, float]:
-    """Seconds per training text and per dev text at ``max_len``: three timed steps of batch 16 after one warm-up."""
+    """Seconds per training text and per dev text at ``max_len``: three timed optimizer steps (after one
+    warm-up) on a batch like the length-grouped batches of training -- ``batch_size`` texts of typical
+    length (the middle of a seeded sample sorted by length)."""
     import torch
 
     from ..config import TransformerConfig
@@ -167,10 +169,15 @@ def probe_transformer(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, 
 
     tcfg = TransformerConfig(base=cfg.base, max_len=max_len, seed=cfg.seed)
     tm = TransformerModel.from_base(tcfg, task.labels)
-    texts = (task.train.texts * 16)[:16]
-    ids = tm.encode(sorted(texts, key=len, reverse=True))
+    bs = tcfg.batch_size
+    rng = np.random.default_rng(cfg.seed)
+    pick = rng.choice(len(task.train), size=min(len(task.train), 8 * bs), replace=False)
+    pick = sorted(pick.tolist(), key=lambda i: len(task.train.texts[i]))
+    mid = max(0, len(pick) // 2 - bs // 2)
+    pick = (pick[mid:mid + bs] * bs)[:bs]
+    ids = tm.encode([task.train.texts[i] for i in pick])
     batch = tm.collate(ids)
-    y = torch.tensor(task.y_train[:16].tolist() * 16)[:len(ids)]
+    y = torch.tensor(task.y_train[pick].tolist())
     opt = torch.optim.AdamW(tm.model.parameters(), lr=1e-5)
     tm.model.train()
     times = []
@@ -349,6 +356,15 @@ def _search(cfg: AutoConfig, task: Any, state_dir: Path, state: dict[str, Any], 
                           "estimated_seconds": p.get("seconds")}
             continue
         left = budget.left()
+        fresh = not (state_dir / "transformer.checkpoints").exists()  # a resumed run keeps its epochs
+        if name == "transformer" and "per_text" in p and fresh:  # re-plan with what the cheaper ones left
+            p = plan[name] = fit_transformer_plan(p, profile, left)
+            persist()
+            if p["decision"] != "train":
+                rows[name] = {"name": name, "family": name, "status": "skipped", "note": p["why"],
+                              "estimated_seconds": p.get("seconds")}
+                persist()
+                continue
         if name != "sparse" and p["seconds"] > left:
             rows[name] = {"name": name, "family": name, "status": "skipped", "estimated_seconds": p["seconds"],
                           "note": f"estimated {p['seconds']:.0f} s, {max(left, 0):.0f} s of the budget left"}
@@ -448,19 +464,39 @@ def _plan_transformer(cfg: AutoConfig, task: Any, profile: dict[str, Any], left:
         per_text, why, infer = probe_transformer(cfg, task, max_len)
     except (ConfigError, ModelLoadError, OSError) as e:
         return {"decision": "skip", "why": f"probe failed: {str(e)[:200]}"}
+    return fit_transformer_plan({"max_len": max_len, "per_text": per_text, "infer": infer, "probe": why},
+                                profile, left)
+
+
+MIN_TRANSFORMER_ROWS = 2000
+"""Fewest training texts of a transformer candidate trained on a subset (one epoch of all rows does not fit)."""
+
+
+def fit_transformer_plan(p: dict[str, Any], profile: dict[str, Any], left: float) -> dict[str, Any]:
+    """The transformer's epochs (or, when one epoch of every row does not fit, the seeded subset of rows
+    one epoch can see) for ``left`` seconds, from the probe's per-text times in ``p``. Called when the
+    plan is made and again, with what is really left, when the transformer's turn comes."""
     n, n_dev = profile["rows"], profile["dev_rows"]
-    epoch_s = n * per_text + n_dev * infer
+    per_text, infer, why = p["per_text"], p["infer"], p["probe"]
+    base = {k: p[k] for k in ("max_len", "per_text", "infer", "probe")}
     # after training: dev predictions for the metrics and the ensemble (3x dev) and two speed runs
     reserve = round((3 * n_dev + 2 * (SPEED_TEXTS + 32)) * infer + 10, 1)
-    left -= reserve
+    usable = 0.9 * (left - reserve)
+    epoch_s = n * per_text + n_dev * infer
     # small data: more passes (>= ~10,000 texts seen); early stopping on dev keeps the best epoch
     most = int(min(20, max(3, np.ceil(10_000 / max(n, 1)))))
-    epochs = int(min(most, np.floor(0.9 * left / max(epoch_s, 1e-9))))
-    if epochs < 1:
-        return {"decision": "skip", "seconds": round(epoch_s, 1), "max_len": max_len,
-                "why": f"{why}; one epoch ~{epoch_s:.0f} s, {max(left, 0):.0f} s left"}
-    return {"decision": "train", "seconds": round(epochs * epoch_s + reserve, 1), "max_len": max_len, "epochs": epochs,
-            "reserve": reserve, "why": f"{why}; {epochs} epoch(s) of ~{epoch_s:.0f} s fit"}
+    epochs = int(min(most, np.floor(usable / max(epoch_s, 1e-9))))
+    if epochs >= 1:
+        return base | {"decision": "train", "seconds": round(epochs * epoch_s + reserve, 1), "epochs": epochs,
+                       "reserve": reserve, "why": f"{why}; {epochs} epoch(s) of ~{epoch_s:.0f} s fit"}
+    rows = int((usable - n_dev * infer) / max(per_text, 1e-9))
+    if rows >= min(MIN_TRANSFORMER_ROWS, n):
+        return base | {"decision": "train", "seconds": round(rows * per_text + n_dev * infer + reserve, 1),
+                       "epochs": 1, "rows": rows, "reserve": reserve,
+                       "why": f"{why}; one epoch of all {n} rows (~{epoch_s:.0f} s) does not fit: one epoch of a "
+                              f"seeded {rows}-row subset"}
+    return base | {"decision": "skip", "seconds": round(epoch_s, 1),
+                   "why": f"{why}; one epoch ~{epoch_s:.0f} s, {max(left, 0):.0f} s left"}
 
 
 def _train(name: str, cfg: AutoConfig, task: Any, p: dict[str, Any], state_dir: Path,
@@ -489,9 +525,10 @@ def _train(name: str, cfg: AutoConfig, task: Any, p: dict[str, Any], state_dir: 
                 state.stopped_early = True
                 extra["stopped_at_budget"] = True
 
-        sub = dataclasses.replace(task, progress=False, checkpoint_dir=state_dir / "transformer.checkpoints",
+        part = _subset(task, p["rows"], cfg.seed) if p.get("rows") else task
+        sub = dataclasses.replace(part, progress=False, checkpoint_dir=state_dir / "transformer.checkpoints",
                                   resume=True, callbacks=(*task.callbacks, stop_at_deadline))
-        extra |= {"max_len": p["max_len"], "epochs": p["epochs"]}
+        extra |= {"max_len": p["max_len"], "epochs": p["epochs"]} | ({"rows": p["rows"]} if p.get("rows") else {})
     fcfg = make_config(name, **params)
     t0 = time.perf_counter()
     model, facts = get(name).fit(fcfg, sub)
