@@ -498,7 +498,8 @@ def child_niche(split: Path, work: Path, lang: str, args: dict, use_dev: bool = 
                                 "uncommitted_src": [ln[3:] for ln in git.stdout.splitlines()]}
     clf = TextClassifier.load(out)
     pred, dps = _timed_predict(lambda t: clf.predict(t, batch_size=32), Xt)
-    return _scores(yt, pred) | {"train_s": float(tr.get("seconds", wall)), "cli_wall_s": wall, "docs_per_s": dps,
+    train_s = float(lb["spent_seconds"]) if fam == "auto" and board.is_file() else float(tr.get("seconds", wall))
+    return _scores(yt, pred) | {"train_s": train_s, "cli_wall_s": wall, "docs_per_s": dps,
                                 "size_mb": _size_mb(out), "settings": settings}
 
 
