@@ -194,7 +194,44 @@ class StaticConfig:
                               "or tokenizer='chars' (or 'auto').")
 
 
-AUTO_CANDIDATES = ("sparse", "static", "transformer", "ensemble")
+@dataclass
+class SentenceConfig:
+    """A sentence encoder (``base``, mean-pooled, unit-length vectors) + a logistic-regression head:
+    the few-shot recipe of SetFit (Tunstall et al. 2022). With ``pair_steps > 0`` the encoder is first
+    tuned contrastively on pairs of training texts (same label: cosine 1, different labels: cosine 0);
+    with 0 it stays frozen and only the head is fitted (seconds). Strong with a handful of labels per
+    class, where a classification head on [CLS] has too little to learn from."""
+
+    base: str = DEFAULT_BASE
+    """Sentence encoder (a niche name, a local Hugging Face directory, or a hub name)."""
+    max_len: int = 128
+    """Tokens kept per text (the head of it)."""
+    pair_steps: int = 0
+    """Contrastive steps (``batch_size`` pairs each) before the head is fitted; 0 = frozen encoder."""
+    pair_iterations: int = 20
+    """Pairs drawn per training text and per kind (one positive, one negative each): the pair pool is
+    2 x this x rows (SetFit's ``num_iterations``); steps cycle through it."""
+    batch_size: int = 16
+    """Pairs per contrastive step."""
+    lr: float = 2e-5
+    """AdamW learning rate of the contrastive steps (warm-up 10 %, then linear decay)."""
+    C: float = 0.0
+    """Inverse regularization of the logistic-regression head; 0 = chosen on dev log-loss from
+    0.1, 1, 10, 100 (cross-validated on the training texts when there is no dev split)."""
+    seed: int = 42
+    """Seed of the pairs and the head."""
+    device: str = "auto"
+    """cpu, cuda, mps, or auto."""
+    threads: int = 0
+    """torch threads while training; 0 = torch's default."""
+
+    def validate(self) -> None:
+        positive(self, "max_len", "pair_iterations", "batch_size")
+        greater_than(self, 0, "lr")
+        at_least(self, 0, "pair_steps", "C", "threads")
+
+
+AUTO_CANDIDATES = ("sparse", "static", "sentence", "transformer", "ensemble")
 MAX_BUDGET_MINUTES = 7 * 24 * 60
 
 
@@ -212,7 +249,7 @@ class AutoConfig:
     min_docs_per_s: float = 0.0
     """Keep only candidates predicting at least this many texts/s (batch 32, this machine); 0 = any."""
     candidates: str = ",".join(AUTO_CANDIDATES)
-    """Comma-separated candidates to consider: sparse, static, transformer, ensemble (of the best two)."""
+    """Comma-separated candidates to consider: sparse, static, sentence, transformer, ensemble (of the best two)."""
     base: str = DEFAULT_BASE
     """Pretrained encoder of the transformer candidate and of the static candidate's token vectors."""
     seed: int = 42

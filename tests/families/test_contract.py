@@ -48,6 +48,10 @@ def fit_static(base: Path, work: Path) -> TextClassifier:
     return TextClassifier("static", base=str(base), epochs=15, patience=15).fit(*TRAIN, eval_data=DEV)
 
 
+def fit_sentence(base: Path, work: Path) -> TextClassifier:
+    return TextClassifier("sentence", base=str(base), pair_steps=40, lr=1e-3, max_len=32).fit(*TRAIN, eval_data=DEV)
+
+
 def fit_ensemble(base: Path, work: Path) -> TextClassifier:
     a = TextClassifier("sparse").fit(*TRAIN, eval_data=DEV)
     b = TextClassifier("sparse", analyzer="char", C=1.0).fit(*TRAIN, eval_data=DEV)
@@ -66,7 +70,7 @@ def fit_onnx(base: Path, work: Path) -> TextClassifier:
 
 BUILDERS: dict[str, Callable[[Path, Path], TextClassifier]] = {
     "sparse": fit_sparse, "transformer": fit_transformer, "scratch": fit_scratch, "ensemble": fit_ensemble,
-    "static": fit_static, "onnx": fit_onnx,
+    "static": fit_static, "sentence": fit_sentence, "onnx": fit_onnx,
 }
 
 

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..config import AutoConfig, EnsembleConfig, ScratchConfig, SparseConfig, StaticConfig, TransformerConfig
+from ..config import (AutoConfig, EnsembleConfig, ScratchConfig, SentenceConfig, SparseConfig, StaticConfig,
+                      TransformerConfig)
 from ._common import (
     LabelCol,
     Quiet,
@@ -35,7 +36,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Look at data files before tra
 commands.add_typer(data_app, name="data")
 
 FAMILY_SETTINGS = Settings("settings", {"transformer": TransformerConfig, "scratch": ScratchConfig, "sparse": SparseConfig,
-                                        "static": StaticConfig, "auto": AutoConfig})
+                                        "static": StaticConfig, "sentence": SentenceConfig,
+                                        "auto": AutoConfig})
 """One flag per field of the trainable families' settings; a run may use its own family's only."""
 ENSEMBLE_SETTINGS = Settings("settings", {"ensemble": EnsembleConfig}, panel="ensemble settings")
 
@@ -65,7 +67,7 @@ def train(
     eval_path: Annotated[Optional[Path], typer.Option("--eval", help="Dev file; default: a stratified split of --data.")] = None,
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
-    family: Annotated[str, typer.Option("--family", help="auto (the best of several families within --max-minutes; leaderboard saved with the winner) | transformer | sparse | static (distilled token vectors + a linear head, thousands of texts/s) | scratch (random init, tokenizer learned on --data); the settings below say which family each belongs to.")] = "transformer",
+    family: Annotated[str, typer.Option("--family", help="auto (the best of several families within --max-minutes; leaderboard saved with the winner) | transformer | sparse | static (distilled token vectors + a linear head, thousands of texts/s) | sentence (sentence-encoder vectors + logistic regression, contrastive tuning with --pair-steps: few labels) | scratch (random init, tokenizer learned on --data); the settings below say which family each belongs to.")] = "transformer",
     checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Default: OUT.checkpoints")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     dev_fraction: Annotated[float, typer.Option("--dev-fraction", help="Held-out share when --eval is not given.")] = 0.1,
@@ -92,7 +94,7 @@ def train(
     test = read_optional(test_path, text_col, label_col, skip_empty)
     ckpt = checkpoint_dir or out_dir.with_name(out_dir.name + ".checkpoints")
     clf = TextClassifier(family, **params)
-    uses_ckpt = family not in ("sparse", "static")
+    uses_ckpt = family not in ("sparse", "static", "sentence")
     clf.fit(train_data, eval_data=dev, dev_fraction=dev_fraction, checkpoint_dir=ckpt if uses_ckpt else None,
             resume=resume, progress=not quiet)
     from ..train import distributed

@@ -40,6 +40,7 @@ FAMILIES: dict[str, str] = {
     "sparse": "niche.families.sparse",
     "scratch": "niche.families.scratch",
     "static": "niche.families.static",
+    "sentence": "niche.families.sentence",
     "ensemble": "niche.families.ensemble",
 }
 """Trainable families (``TextClassifier(family)``) and the module implementing each."""

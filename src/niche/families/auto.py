@@ -12,10 +12,14 @@ Candidates, in order (cheap and strong first, so a short budget still ends with 
 1. ``sparse``: the tuned sparse family (always trained: a model must come out; untuned when even the
    tuning grid does not fit).
 2. ``static``: the static family (token vectors distilled from ``base``; CJK: characters + bigrams).
-3. ``transformer``: ``base`` fine-tuned, ``max_len`` from the 95th percentile of token lengths, as
+3. ``sentence``: ``base``'s sentence vectors + logistic regression, the encoder tuned contrastively on
+   pairs first when there are few labels per class (SetFit's recipe); planned up to
+   :data:`SENTENCE_MAX_ROWS` training texts (with more, a fine-tuned transformer learns more from them).
+   Skipped like the transformer for CJK text on the default base.
+4. ``transformer``: ``base`` fine-tuned, ``max_len`` from the 95th percentile of token lengths, as
    many epochs (1-3; more for tiny data) as the probe says fit the remaining budget; stopped at the
    deadline if it runs over. Skipped for CJK text when the base is the default MiniLM (244 CJK tokens).
-4. ``ensemble``: the weighted probability average of the best two. Its weights are chosen on dev,
+5. ``ensemble``: the weighted probability average of the best two. Its weights are chosen on dev,
    so its dev accuracy is estimated by two-fold cross-fitting on dev (weights chosen on one half,
    scored on the other) to compete fairly with single models.
 
@@ -41,11 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AutoConfig, DEFAULT_BASE, config_to_dict
+from ..config import AUTO_CANDIDATES, AutoConfig, DEFAULT_BASE, config_to_dict
 from ..errors import ConfigError, ModelLoadError
 from ..evaluation import compute_metrics
 
 CONFIG = AutoConfig
+CANDIDATES = AUTO_CANDIDATES  # every candidate, in training order (the ensemble last)
 STATE = "state.json"
 LEADERBOARD_JSON = "leaderboard.json"
 LEADERBOARD_MD = "leaderboard.md"
@@ -156,6 +161,80 @@ def probe_static(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
     epoch = time.perf_counter() - t1
     est = (epoch * 15 * len(task.train) / n) * 1.1
     return est, f"vectors {vectors:.0f} s (cached); one epoch on {n} rows {epoch:.1f} s; x{len(task.train) / n:.1f} rows x ~15 epochs"
+
+
+SENTENCE_MAX_ROWS = 5000
+"""Most training texts for which the sentence candidate is planned."""
+SENTENCE_PAIR_CLASS = 64
+"""The sentence candidate tunes its encoder on pairs when the rarest label has at most this many texts."""
+SENTENCE_STEPS = 300
+"""Contrastive steps of the sentence candidate (SetFit's ``max_steps`` in the peers benchmark) ..."""
+SENTENCE_SHARE = 0.4
+"""... or fewer: at most this share of the budget left when it is planned."""
+
+
+def probe_sentence(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, float, str]:
+    """(seconds per contrastive step of 16 pairs, seconds per embedded text, why): two timed steps after
+    a warm-up on 32 texts of typical length, and one embedding pass over them."""
+    import torch
+
+    from ..encoders import SentenceEncoder, mean_pool, pad_batch
+
+    t0 = time.perf_counter()
+    enc = SentenceEncoder.load(cfg.base, max_len=max_len)
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(cfg.seed)
+    pick = sorted(rng.choice(len(task.train), size=min(len(task.train), 256), replace=False).tolist(),
+                  key=lambda i: len(task.train.texts[i]))
+    mid = max(0, len(pick) // 2 - 16)
+    texts = [task.train.texts[i] for i in (pick[mid:mid + 32] * 32)[:32]]
+    ids = enc.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    a, m = (torch.from_numpy(t) for t in pad_batch(ids, enc.tokenizer.pad_token_id or 0, multiple=8))
+    opt = torch.optim.AdamW(enc.model.parameters(), lr=1e-9)
+    enc.model.train()
+    times = []
+    for i in range(3):
+        t1 = time.perf_counter()
+        v = mean_pool(enc.model(input_ids=a, attention_mask=m).last_hidden_state, m)
+        loss = (v[:16] * v[16:]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t1)
+    enc.model.eval()
+    t1 = time.perf_counter()
+    enc.embed(texts)
+    infer = (time.perf_counter() - t1) / len(texts)
+    step = float(np.median(times))
+    return step, infer + load_s / max(len(task.train) + len(task.dev), 1), (
+        f"{step:.2f} s per step of 16 pairs, {infer * 1000:.0f} ms per embedded text at max_len {max_len}")
+
+
+def _plan_sentence(cfg: AutoConfig, task: Any, profile: dict[str, Any], left: float) -> dict[str, Any]:
+    from ..encoders import BASE_ALIASES
+
+    if profile["cjk"] and cfg.base in BASE_ALIASES:
+        return {"decision": "skip", "why": f"{DEFAULT_BASE} has 244 CJK tokens: useless for Chinese text"}
+    if profile["rows"] > SENTENCE_MAX_ROWS:
+        return {"decision": "skip", "why": f"{profile['rows']} training texts (> {SENTENCE_MAX_ROWS}): frozen sentence "
+                                           "vectors learn less from them than the fine-tuned transformer"}
+    try:
+        lengths = token_lengths(cfg.base, task.train.texts)
+        max_len = int(min(256, max(32, int(np.ceil(np.percentile(lengths, 95) / 16) * 16))))
+        step, per_text, why = probe_sentence(cfg, task, max_len)
+    except (ConfigError, ModelLoadError, OSError) as e:
+        return {"decision": "skip", "why": f"probe failed: {str(e)[:200]}"}
+    embed_s = (profile["rows"] + 2 * profile["dev_rows"]) * per_text + 10
+    steps = 0
+    if profile["min_per_class"] <= SENTENCE_PAIR_CLASS:
+        steps = int(min(SENTENCE_STEPS, max(0, SENTENCE_SHARE * left - embed_s) / max(step, 1e-9)))
+    est = round(steps * step + embed_s, 1)
+    if est > left:
+        return {"decision": "skip", "seconds": est, "why": f"{why}; ~{est:.0f} s, {max(left, 0):.0f} s left"}
+    how = (f"{steps} contrastive steps (the rarest label has {profile['min_per_class']} texts)" if steps
+           else "frozen encoder")
+    return {"decision": "train", "seconds": est, "max_len": max_len, "pair_steps": steps, "why": f"{why}; {how}"}
 
 
 def probe_transformer(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, str, float]:
@@ -347,7 +426,7 @@ def _search(cfg: AutoConfig, task: Any, state_dir: Path, state: dict[str, Any], 
         budget.write(f"auto: {name}: dev accuracy {m['accuracy'] * 100:.2f} %, {rows[name]['docs_per_s']:.0f} texts/s, "
                      f"{seconds:.0f} s")
 
-    for name in ("sparse", "static", "transformer"):
+    for name in CANDIDATES[:-1]:
         p = plan.get(name)
         if p is None or name in fitted:
             continue
@@ -414,7 +493,7 @@ def _search(cfg: AutoConfig, task: Any, state_dir: Path, state: dict[str, Any], 
     board = {"budget_seconds": round(budget.seconds, 1), "spent_seconds": round(budget.spent(), 1),
              "prefer": cfg.prefer, "min_docs_per_s": cfg.min_docs_per_s, "winner": winner, "why": why,
              "profile": profile, "plan": plan, "fingerprint": fp,
-             "candidates": [rows[n] for n in ("sparse", "static", "transformer", "ensemble") if n in rows]}
+             "candidates": [rows[n] for n in CANDIDATES if n in rows]}
     persist()
     budget.write(f"auto: winner {winner} ({why})")
     files = {LEADERBOARD_JSON: json.dumps(board, indent=2, ensure_ascii=False).encode("utf-8"),
@@ -445,6 +524,9 @@ def _plan(cfg: AutoConfig, task: Any, profile: dict[str, Any], budget: Budget) -
             committed += est if fits else 0.0
         except (ConfigError, ModelLoadError) as e:
             plan["static"] = {"decision": "skip", "why": f"probe failed: {str(e)[:200]}"}
+    if "sentence" in wanted:
+        plan["sentence"] = _plan_sentence(cfg, task, profile, budget.left() - committed)
+        committed += plan["sentence"]["seconds"] if plan["sentence"]["decision"] == "train" else 0.0
     if "transformer" in wanted:
         plan["transformer"] = _plan_transformer(cfg, task, profile, budget.left() - committed)
     if "ensemble" in wanted:
@@ -513,6 +595,17 @@ def _train(name: str, cfg: AutoConfig, task: Any, p: dict[str, Any], state_dir: 
             sub = dataclasses.replace(sub, dev=task.dev.subset([]), y_dev=task.y_dev[:0])
     elif name == "static":
         params = {"base": cfg.base, "seed": cfg.seed}
+    elif name == "sentence":
+        params = {"base": cfg.base, "seed": cfg.seed, "max_len": p["max_len"], "pair_steps": p["pair_steps"]}
+        deadline = budget.start + budget.seconds - 10
+
+        def stop_pairs(state: Any) -> None:
+            if time.monotonic() > deadline and not state.stopped_early:
+                state.stopped_early = True
+                extra["stopped_at_budget"] = True
+
+        sub = dataclasses.replace(sub, callbacks=(stop_pairs,))
+        extra |= {"max_len": p["max_len"], "pair_steps": p["pair_steps"]}
     else:
         # lr 1e-4 (not the family's 5e-5): a budget allows few epochs, and the core benchmark's transformer
         # rows ran at 1e-4 (banking77 93.6 % in 5 epochs, SST-2 90.0 % in 1; BENCHMARKS.md)
@@ -565,8 +658,16 @@ def _ensemble(a: Any, b: Any, pa: np.ndarray, pb: np.ndarray, task: Any, TextCla
 
 
 SMALL_DEV = 100
-PRIOR = {"transformer": 3, "ensemble": 2, "static": 1, "sparse": 0}
-"""Few labels favour pretrained knowledge: on a small dev split, the order that breaks ties."""
+PRIOR = {"sentence": 4, "transformer": 3, "ensemble": 2, "static": 1, "sparse": 0}
+"""Few labels favour pretrained knowledge: on a small dev split, the order that breaks ties (the
+sentence candidate first: SetFit's recipe is the strong one on a handful of labels per class, and a
+classification head on [CLS] learns little from them)."""
+
+
+def small_dev_margin(acc: float, n_dev: int) -> float:
+    """Half the 95 % interval of an accuracy ``acc`` measured on ``n_dev`` texts (normal approximation
+    of the binomial): on a small dev split, differences below it are noise."""
+    return 1.96 * float(np.sqrt(max(acc * (1 - acc), 1.0 / n_dev) / n_dev))
 
 
 def choose(rows: list[dict[str, Any]], cfg: AutoConfig, n_dev: int | None = None) -> tuple[str, str]:
@@ -593,10 +694,12 @@ def choose(rows: list[dict[str, Any]], cfg: AutoConfig, n_dev: int | None = None
         best = max(near, key=lambda r: r["docs_per_s"])
         return best["name"], f"the fastest within 1 point of the best dev accuracy{note}"
     if n_dev is not None and 0 < n_dev < SMALL_DEV:
-        near = [r for r in pool if r["dev_accuracy"] >= top - 1.0 / n_dev - 1e-12]
+        margin = max(1.0 / n_dev, small_dev_margin(top, n_dev))
+        near = [r for r in pool if r["dev_accuracy"] >= top - margin - 1e-12]
         best = max(near, key=lambda r: (PRIOR.get(r["name"], 0), r["dev_accuracy"]))
-        return best["name"], (f"the best dev accuracy within one of the {n_dev} dev texts; on so small a dev split "
-                              "a tie goes to the candidate with more pretrained knowledge" + note)
+        return best["name"], (f"within {margin * 100:.1f} points of the best dev accuracy, which {n_dev} dev texts "
+                              "cannot tell apart (95 % interval); a tie goes to the candidate with more pretrained "
+                              "knowledge" + note)
     near = [r for r in pool if r["dev_accuracy"] >= top - TIE - 1e-12]
     best = max(near, key=lambda r: r["docs_per_s"])
     return best["name"], ("the best dev accuracy" + (" (a tie within 0.1 point: the faster)" if len(near) > 1 else "")
@@ -620,6 +723,10 @@ def leaderboard_md(board: dict[str, Any]) -> str:
                 note = (note + "; " if note else "") + "loaded after an interruption"
             if r.get("chosen"):
                 note = (note + "; " if note else "") + ", ".join(f"{k}={v}" for k, v in r["chosen"].items())
+            if r.get("pair_steps") is not None:
+                note = (note + "; " if note else "") + (f"{r['pair_steps']} contrastive steps" if r["pair_steps"]
+                                                        else "frozen encoder") + \
+                    (", stopped at the budget" if r.get("stopped_at_budget") else "")
             if r.get("epochs"):
                 note = (note + "; " if note else "") + f"max_len {r['max_len']}, {r['epochs']} epoch(s)" + \
                     (", stopped at the budget" if r.get("stopped_at_budget") else "")
