@@ -10,6 +10,31 @@ from typing import Any
 
 from .data import read_labeled
 
+CONTAINED_MAX_CHARS = 300
+"""Evaluation texts up to this long are also searched for inside training texts (longer ones: exact matches)."""
+
+
+def _canon(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def contained_in(train: list[str], evaluation: list[str], max_train_chars: int = 200_000_000) -> list[bool]:
+    """Per evaluation text: does it occur in the training texts, equal to one or inside one (case and
+    whitespace ignored)? SST-2's training file, for instance, holds every sub-phrase of its parsed
+    sentences, so 88 % of a dev split drawn from it sits inside a training phrase, and accuracy there
+    rewards memorising. "Inside" means as whole words; texts longer than :data:`CONTAINED_MAX_CHARS`
+    are matched exactly only."""
+    canon = [_canon(t) for t in train]
+    exact = set(canon)
+    # " a b \n c d ": a match of " x " is whole words of one training text (no text holds a newline now)
+    joined = " " + " \n ".join(canon) + " " if sum(map(len, canon)) <= max_train_chars else ""
+    out = []
+    for t in evaluation:
+        c = _canon(t)
+        out.append(c in exact or (bool(joined) and 0 < len(c) <= CONTAINED_MAX_CHARS and f" {c} " in joined))
+    return out
+
+
 def _percentiles(values: list[int]) -> dict[str, float]:
     import numpy as np
 
@@ -36,6 +61,7 @@ class InspectReport:
     eval_rows: int = 0
     eval_duplicate_texts: int = 0
     overlap_texts: int = 0
+    contained_texts: int = 0
     eval_unseen_labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -101,9 +127,13 @@ def inspect(
         rep.eval_rows = len(ev)
         rep.eval_duplicate_texts = _dup_stats(ev.texts, ev.labels)[0]
         rep.overlap_texts = len(set(data.texts) & set(ev.texts))
+        rep.contained_texts = sum(contained_in(data.texts, ev.texts))
         rep.eval_unseen_labels = sorted(set(ev.labels) - set(data.labels))
         if rep.overlap_texts:
             rep.warnings.append(f"{rep.overlap_texts} distinct texts occur in both files: evaluation scores will be optimistic")
+        if rep.contained_texts > rep.overlap_texts:
+            rep.warnings.append(f"{rep.contained_texts} of the {len(ev)} evaluation texts occur inside a training text "
+                                "(e.g. sub-phrases of training sentences): evaluation scores will be optimistic")
         if rep.eval_unseen_labels:
             rep.warnings.append(f"evaluation labels never seen in training: {', '.join(rep.eval_unseen_labels[:10])}")
     return rep

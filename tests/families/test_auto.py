@@ -4,6 +4,7 @@ resumes without retraining finished candidates, the selection rules, and bad bud
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -171,3 +172,28 @@ def test_transformer_plan_epochs_subset_or_skip() -> None:
     assert fit_transformer_plan(probe, profile, 20)["decision"] == "skip"
     tiny = fit_transformer_plan(probe, {"rows": 500, "dev_rows": 100}, 10_000)
     assert tiny["epochs"] == 20  # small data: up to 20 passes, early stopping keeps the best
+
+
+def test_dev_texts_inside_training_texts_are_left_out() -> None:
+    """SST-2-like data: dev phrases that are sub-phrases of training sentences reward memorising; auto
+    tunes and measures on the others (when they are >= 10 % of dev and >= 100 others remain)."""
+    from niche.data import LabeledData
+    from niche.families import FitTask
+    from niche.families.auto import clean_dev
+    from niche.inspection import contained_in
+
+    assert contained_in(["The movie was good .", "badly made"],
+                        ["movie was good", "bad", "badly made", "THE   movie", "x"]) == [True, False, True, True, False]
+    texts, labels = toy_texts(400, seed=7)
+    sentences = [f"{t} number {i} indeed" for i, t in enumerate(texts)]
+    dev_texts = [f"{t} number {i}" for i, t in enumerate(texts[:150])] + [f"fresh text {i}" for i in range(150)]
+    dev_labels = labels[:150] + labels[150:300]
+    lab = sorted(set(labels))
+    task = FitTask(LabeledData(sentences, labels, "t", list(range(400))), LabeledData(dev_texts, dev_labels, "d",
+                   list(range(300))), lab, np.array([lab.index(v) for v in labels]),
+                   np.array([lab.index(v) for v in dev_labels]), "sha")
+    clean, leak = clean_dev(task)
+    assert leak == {"dev_inside_train": 150, "dev_left_out": 150}
+    assert clean.dev.texts == dev_texts[150:] and list(clean.y_dev) == list(task.y_dev[150:])
+    few = dataclasses.replace(task, dev=task.dev.subset(list(range(140, 300))), y_dev=task.y_dev[140:])
+    assert clean_dev(few)[0] is few  # 10 of 160 inside, but under 2 x 100 dev texts: dev kept as is

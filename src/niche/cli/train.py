@@ -283,6 +283,7 @@ def data_inspect(
     out.print(f"duplicate texts within the file: {rep.duplicate_texts} (texts with conflicting labels: {rep.conflicting_duplicates})")
     if rep.eval_file:
         out.print(f"{rep.eval_file}: {rep.eval_rows} rows, {rep.eval_duplicate_texts} duplicates; "
-                  f"texts in both files: {rep.overlap_texts}")
+                  f"texts in both files: {rep.overlap_texts}; evaluation texts equal to or inside a training text: "
+                  f"{rep.contained_texts}")
     for w in rep.warnings:
         out.print(f"[yellow]warning:[/] {w}")

@@ -113,6 +113,12 @@ def _make_vectorizer(kind: str, params: dict[str, Any], **kw: Any) -> CountVecto
     return CountVectorizer(dtype=np.float32, **params, **kw)
 
 
+def _dev_key(scores: np.ndarray, y: np.ndarray, binary: bool) -> tuple[float, float]:
+    """(dev accuracy, dev macro-F1) of decision ``scores``: what the tuning grid maximises, in that order."""
+    pred = (scores[:, 0] > 0).astype(int) if binary else scores.argmax(1)
+    return float(np.mean(pred == y)), float(f1_score(y, pred, average="macro"))
+
+
 def _unit_rows(X: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0
@@ -239,8 +245,7 @@ class SparseModel:
             row: dict[str, Any] = {"analyzer": a, "loss": loss, "C": C, "seconds": round(time.perf_counter() - t0, 2)}
             if tune:
                 scores = self._scores(self._stack([dev_blocks[k] for k in KINDS[a]]), *params)
-                pred = (scores[:, 0] > 0).astype(int) if binary else scores.argmax(1)
-                key = (float(np.mean(pred == dev_y)), float(f1_score(dev_y, pred, average="macro")))
+                key = _dev_key(scores, dev_y, binary)
                 row |= {"dev_accuracy": round(key[0], 5), "dev_macro_f1": round(key[1], 5)}
                 if best is None or key > best[0]:
                     best = (key, row, (params, scores))
@@ -267,8 +272,7 @@ class SparseModel:
             t0 = time.perf_counter()
             params1 = self._fit_linear(self._transform(texts), y, n_classes, row["loss"], row["C"], soft)
             scores1 = self._scores(self._transform(dev_texts), *params1)
-            pred = (scores1[:, 0] > 0).astype(int) if binary else scores1.argmax(1)
-            key1 = (float(np.mean(pred == dev_y)), float(f1_score(dev_y, pred, average="macro")))
+            key1 = _dev_key(scores1, dev_y, binary)
             row1 = {k: row[k] for k in ("analyzer", "loss", "C")} | {
                 "min_df": 1, "seconds": round(time.perf_counter() - t0, 2), "dev_accuracy": round(key1[0], 5),
                 "dev_macro_f1": round(key1[1], 5)}

@@ -102,7 +102,7 @@ def base_token_vectors(base: str, batch_size: int = 512, progress: bool = False)
             return result
         except Exception:  # damaged or foreign file: recompute and replace it
             log.warning("ignoring the unreadable cache file %s", cached)
-    tok, model = load_pretrained(base, "the static family's base model", "Pass base= a local Hugging Face model "
+    tok, model = load_pretrained(src, "the static family's base model", "Pass base= a local Hugging Face model "
                                  "directory, or base='none' for random embeddings.")
     if not getattr(tok, "is_fast", False):
         raise ConfigError(f"base {base!r} has no fast (Rust) tokenizer; the static family needs tokenizer.json.")
