@@ -124,26 +124,25 @@ def _subset(task: Any, n: int, seed: int) -> Any:
 
 
 LEAK_SHARE = 0.1
-"""When at least this share of the dev texts occurs inside training texts, auto measures on the rest."""
+"""When at least this share of the dev texts occurs inside training texts, the leaderboard warns."""
 
 
-def clean_dev(task: Any) -> tuple[Any, dict[str, Any]]:
-    """``task`` with the dev texts that occur inside a training text left out, when they are at least
-    :data:`LEAK_SHARE` of dev and at least SMALL_DEV others remain (else ``task`` as is), and what was
-    found. Accuracy on such texts rewards memorising the training file (SST-2's holds every sub-phrase
-    of its sentences: 88 % of a dev split drawn from it), so tuning, early stopping, ensemble weights
-    and the choice on them would favour the candidate that memorises best, not the one that generalises."""
+def dev_leak(task: Any) -> dict[str, Any]:
+    """How many dev texts occur inside a training text (``{}`` for none or a dev split under 2 x SMALL_DEV).
+
+    Accuracy on such texts rewards memorising the training file: SST-2's holds every sub-phrase of its
+    sentences, so 5,921 of a 6,735-text dev split drawn from it sit inside a training phrase. Leaving them
+    out does not make dev clean -- the other 814 are longer phrases that *contain* training phrases, and
+    on them the tuned sparse model still scored 92.8 % dev against 82.7 % test (the search then kept it,
+    82.68 % test instead of 87.16 %: benchmarks/peers.py, 2026-12-03) -- so auto keeps dev as given and
+    says so in the leaderboard; a dev split grouped by source sentence is the fix, and only the user can
+    make it."""
     from ..inspection import contained_in
 
     if len(task.dev) < 2 * SMALL_DEV:
-        return task, {}
-    inside = np.asarray(contained_in(task.train.texts, task.dev.texts), dtype=bool)
-    n = int(inside.sum())
-    keep = np.flatnonzero(~inside)
-    if n < LEAK_SHARE * len(task.dev) or len(keep) < SMALL_DEV:
-        return task, ({"dev_inside_train": n} if n else {})
-    clean = dataclasses.replace(task, dev=task.dev.subset(keep.tolist()), y_dev=task.y_dev[keep])
-    return clean, {"dev_inside_train": n, "dev_left_out": n}
+        return {}
+    n = int(sum(contained_in(task.train.texts, task.dev.texts)))
+    return {"dev_inside_train": n} if n >= LEAK_SHARE * len(task.dev) else {}
 
 
 def probe_sparse(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
@@ -381,7 +380,7 @@ def search(cfg: AutoConfig, task: Any, classifier: type) -> SearchResult:
     search), used to wrap, describe, save and load the candidates like any fitted model.
     """
     cfg.validate()
-    task, leak = clean_dev(task)
+    leak = dev_leak(task)
     fp = _fingerprint(cfg, task)
     own_tmp = task.checkpoint_dir is None
     root = Path(task.checkpoint_dir) if task.checkpoint_dir else Path(tempfile.mkdtemp(prefix="niche-auto-"))
@@ -390,9 +389,9 @@ def search(cfg: AutoConfig, task: Any, classifier: type) -> SearchResult:
         state = _load_state(state_dir, fp, task.resume and not own_tmp)
         budget = Budget(cfg.max_minutes * 60, float(state.get("spent_seconds", 0.0)), task.progress)
         try:
-            if leak.get("dev_left_out"):
-                budget.write(f"auto: {leak['dev_left_out']} dev texts occur inside training texts (accuracy there "
-                             f"rewards memorising); candidates are tuned and measured on the other {len(task.dev)}")
+            if leak:
+                budget.write(f"auto: warning: {leak['dev_inside_train']} of the {len(task.dev)} dev texts occur inside "
+                             "training texts; dev accuracy rewards memorising (split dev by source document)")
             return _search(cfg, task, state_dir, state, fp, budget, classifier, leak)
         finally:
             budget.close()
@@ -741,8 +740,9 @@ def leaderboard_md(board: dict[str, Any]) -> str:
              f"Budget {board['budget_seconds'] / 60:.1f} min, spent {board['spent_seconds'] / 60:.1f} min; "
              f"{board['profile']['rows']} training rows, {board['profile']['dev_rows']} dev rows, "
              f"{board['profile']['classes']} classes{', CJK text' if board['profile']['cjk'] else ''}"
-             + (f" ({board['profile']['dev_left_out']} more dev texts occur inside training texts and were left out: "
-                "accuracy there rewards memorising)" if board['profile'].get('dev_left_out') else "") + ". "
+             + (f". **Warning**: {board['profile']['dev_inside_train']} of the dev texts occur inside training texts: "
+                "dev accuracy rewards memorising, and the choice may not generalise (split dev by source document)"
+                if board['profile'].get('dev_inside_train') else "") + ". "
              f"Winner: **{board['winner']}** ({board['why']}).", "",
              "| candidate | status | dev accuracy | dev macro-F1 | train s | texts/s (batch 32) | size MB | note |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
