@@ -220,6 +220,16 @@ class TextClassifier:
         proba = self.predict_proba(X, batch_size=batch_size)
         return [self.classes_[i] for i in proba.argmax(1)]
 
+    def score(self, X: LabeledData | Sequence[str], y: Sequence[str] | None = None,
+              batch_size: int | None = None) -> float:
+        """Accuracy on labeled data (scikit-learn's ``ClassifierMixin.score``); :meth:`evaluate` for the
+        full report.
+
+        Raises:
+            DataError: a label of the data was never seen in training.
+        """
+        return float(self.evaluate(X, y, batch_size=batch_size)["accuracy"])
+
     def evaluate(self, X: LabeledData | Sequence[str], y: Sequence[str] | None = None, out_dir: str | Path | None = None,
                  batch_size: int | None = None, progress: Any = None) -> dict[str, Any]:
         """Score on labeled data; with ``out_dir``, also write the full report there.

@@ -94,6 +94,7 @@ def test_predict_shapes(fitted) -> None:
     assert clf.predict_proba([]).shape == (0, 2)
     assert sorted(clf.classes_) == ["neg", "pos"]
     assert clf.evaluate(*DEV)["accuracy"] > 0.6  # every family learns the toy task
+    assert clf.score(*DEV) == clf.evaluate(*DEV)["accuracy"]
 
 
 def test_string_is_a_list_of_one(fitted) -> None:

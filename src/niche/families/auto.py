@@ -182,6 +182,34 @@ def probe_static(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
     return est, f"vectors {vectors:.0f} s (cached); one epoch on {n} rows {epoch:.1f} s; x{len(task.train) / n:.1f} rows x ~15 epochs"
 
 
+def _typical_rows(task: Any, seed: int, n: int) -> list[int]:
+    """``n`` training rows of typical length, like one length-grouped batch of training: the middle of a
+    seeded sample of 8n rows sorted by length (repeated when there are fewer)."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(task.train), size=min(len(task.train), 8 * n), replace=False)
+    pick = sorted(pick.tolist(), key=lambda i: len(task.train.texts[i]))
+    mid = max(0, len(pick) // 2 - n // 2)
+    return (pick[mid:mid + n] * n)[:n]
+
+
+def _timed_steps(params: Any, loss_of: Any, steps: int = 3) -> float:
+    """Median seconds of one optimizer step (forward ``loss_of()``, backward, AdamW) over ``steps`` steps
+    after one warm-up; the learning rate is tiny, the probe must not matter."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=1e-9)
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = loss_of()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 SENTENCE_MAX_ROWS = 5000
 """Most training texts for which the sentence candidate is planned."""
 SENTENCE_PAIR_CLASS = 64
@@ -202,30 +230,20 @@ def probe_sentence(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, flo
     t0 = time.perf_counter()
     enc = SentenceEncoder.load(cfg.base, max_len=max_len)
     load_s = time.perf_counter() - t0
-    rng = np.random.default_rng(cfg.seed)
-    pick = sorted(rng.choice(len(task.train), size=min(len(task.train), 256), replace=False).tolist(),
-                  key=lambda i: len(task.train.texts[i]))
-    mid = max(0, len(pick) // 2 - 16)
-    texts = [task.train.texts[i] for i in (pick[mid:mid + 32] * 32)[:32]]
+    texts = [task.train.texts[i] for i in _typical_rows(task, cfg.seed, 32)]
     ids = enc.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
     a, m = (torch.from_numpy(t) for t in pad_batch(ids, enc.tokenizer.pad_token_id or 0, multiple=8))
-    opt = torch.optim.AdamW(enc.model.parameters(), lr=1e-9)
-    enc.model.train()
-    times = []
-    for i in range(3):
-        t1 = time.perf_counter()
+
+    def loss_of() -> Any:
         v = mean_pool(enc.model(input_ids=a, attention_mask=m).last_hidden_state, m)
-        loss = (v[:16] * v[16:]).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t1)
+        return (v[:16] * v[16:]).sum()
+
+    enc.model.train()
+    step = _timed_steps(enc.model.parameters(), loss_of, 2)
     enc.model.eval()
     t1 = time.perf_counter()
     enc.embed(texts)
     infer = (time.perf_counter() - t1) / len(texts)
-    step = float(np.median(times))
     return step, infer + load_s / max(len(task.train) + len(task.dev), 1), (
         f"{step:.2f} s per step of 16 pairs, {infer * 1000:.0f} ms per embedded text at max_len {max_len}")
 
@@ -268,32 +286,17 @@ def probe_transformer(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, 
 
     tcfg = TransformerConfig(base=cfg.base, max_len=max_len, seed=cfg.seed)
     tm = TransformerModel.from_base(tcfg, task.labels)
-    bs = tcfg.batch_size
-    rng = np.random.default_rng(cfg.seed)
-    pick = rng.choice(len(task.train), size=min(len(task.train), 8 * bs), replace=False)
-    pick = sorted(pick.tolist(), key=lambda i: len(task.train.texts[i]))
-    mid = max(0, len(pick) // 2 - bs // 2)
-    pick = (pick[mid:mid + bs] * bs)[:bs]
+    pick = _typical_rows(task, cfg.seed, tcfg.batch_size)
     ids = tm.encode([task.train.texts[i] for i in pick])
     batch = tm.collate(ids)
-    y = torch.tensor(task.y_train[pick].tolist())
-    opt = torch.optim.AdamW(tm.model.parameters(), lr=1e-5)
+    y = torch.tensor(task.y_train[pick].tolist()).to(tm.device)
     tm.model.train()
-    times = []
-    for i in range(4):
-        t0 = time.perf_counter()
-        out = tm.model(**{k: v.to(tm.device) for k, v in batch.items()})
-        loss = torch.nn.functional.cross_entropy(out.logits, y.to(tm.device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t0)
+    per_text = _timed_steps(tm.model.parameters(),
+                            lambda: torch.nn.functional.cross_entropy(tm.model(**batch).logits, y)) / len(ids)
     tm.model.eval()
     t0 = time.perf_counter()
     tm.logits_for_ids(ids)
     infer = (time.perf_counter() - t0) / len(ids)
-    per_text = float(np.median(times)) / len(ids)
     return per_text, f"{per_text * 1000:.0f} ms per training text, {infer * 1000:.0f} ms per dev text at max_len {max_len}", infer
 
 
