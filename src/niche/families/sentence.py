@@ -162,6 +162,7 @@ def _contrastive(enc: Any, cfg: SentenceConfig, task: Any) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from ..encoders import mean_pool, pad_batch
+    from ..train.optim import adamw
 
     y = np.asarray(task.y_train)
     if len(set(y.tolist())) < 2:
@@ -173,7 +174,7 @@ def _contrastive(enc: Any, cfg: SentenceConfig, task: Any) -> dict[str, Any]:
     net = enc.model
     steps, bs = cfg.pair_steps, cfg.batch_size
     warm = max(1, int(0.1 * steps))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
+    opt = adamw(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps))
     state = PairState(total_steps=steps)
     net.train()

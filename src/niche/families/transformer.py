@@ -59,6 +59,8 @@ class TransformerModel:
                 f"pass --max-len {model.config.max_position_embeddings} or less."
             )
         model.config.problem_type = "single_label_classification"
+        if cfg.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
         return cls(cfg, model, tok)
 
     @classmethod

@@ -22,7 +22,7 @@ from ..errors import ConfigError, ModelLoadError
 from ..modeldir import library_versions, write_dir_atomically
 from ..train import MaskedLM, batch_order, checkpoint, fingerprint
 from ..train.optim import autocast as make_autocast
-from ..train.optim import param_groups
+from ..train.optim import adamw, param_groups
 from .corpus import build_corpus, extend_vocabulary, train_tokenizer
 from .masking import Encoded, encode_corpus, mask_tokens
 
@@ -212,7 +212,7 @@ def pretrain(corpus: Sequence[str | Path], out: str | Path, cfg: PretrainConfig 
     fp = fingerprint(asdict(cfg) | {"threads": None, "device": None}, stats.kept, stats.characters, len(enc.ids), added)
     state = PretrainState(total_steps=total)
 
-    opt = torch.optim.AdamW(param_groups(model, cfg.peak_lr, cfg.weight_decay), lr=cfg.peak_lr, betas=(0.9, 0.98),
+    opt = adamw(param_groups(model, cfg.peak_lr, cfg.weight_decay), lr=cfg.peak_lr, betas=(0.9, 0.98),
                             eps=1e-6)
     # the learning rate follows the run's progress (see _lr_factor), so there is no scheduler to save
     found = checkpoint.resume_or_refuse(ckpt_dir, resume, fp, what="pretraining run",

@@ -38,7 +38,7 @@ from . import checkpoint, distributed
 from .checkpoint import BEST
 from .losses import CrossEntropy, class_weights
 from .optim import autocast as make_autocast
-from .optim import param_groups
+from .optim import adamw, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def train_classifier(
     steps_per_epoch = (len(train_ids) + cfg.batch_size - 1) // cfg.batch_size
     state = TrainState(total_steps=steps_per_epoch * cfg.epochs)
 
-    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult), lr=cfg.lr)
+    opt = adamw(param_groups(model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult), lr=cfg.lr)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * state.total_steps), state.total_steps)
     if loss is None:
         loss = CrossEntropy(train_y, class_weights(train_y, n_classes) if cfg.class_weights else None)

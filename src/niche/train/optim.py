@@ -35,6 +35,18 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float,
             for (head, nd), ps in sorted(groups.items())]
 
 
+def adamw(params: Any, **kw: Any) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with the fused kernel where torch has one for the parameters' device (CPU,
+    CUDA, MPS): the same update, one kernel instead of a loop over tensors. On 2 CPU cores it cut
+    MiniLM's optimizer step from 2.7 to 0.5 ms per SST-2 phrase at batch 32, a whole fine-tuning step
+    from 8.0 to 5.8 ms (benchmarks/train_step.py). Elsewhere the plain AdamW."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kw)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(params, **kw)
+
+
 def autocast(precision: str, device: torch.device) -> Any:
     """Mixed-precision context for the forward pass (weights and optimizer stay fp32)."""
     if precision == "fp32":
