@@ -34,7 +34,7 @@ def toy(n: int, seed: int, noise: float = 0.15) -> tuple[list[str], list[str]]:
 def test_choice_and_grid_are_recorded_and_reload_identically(tmp_path):
     X, y = toy(300, 0)
     dev = toy(100, 1)
-    clf = TextClassifier("sparse").fit(X, y, eval_data=dev)
+    clf = TextClassifier("sparse", cv_folds=0).fit(X, y, eval_data=dev)  # chosen on dev alone
     t = clf.info_["training"]
     assert t["chosen"]["loss"] in {"nblr", "lr", "svm"}
     losses = {row["loss"] for row in t["tuning"]}
@@ -57,7 +57,13 @@ def test_calibration_lowers_dev_log_loss_and_keeps_labels():
     raw = TextClassifier("sparse", calibrate=False).fit(X, y, eval_data=dev)
     cal = TextClassifier("sparse").fit(X, y, eval_data=dev)
     assert raw.info_["training"]["chosen"] == cal.info_["training"]["chosen"]
-    assert raw.predict(dev[0]) == cal.predict(dev[0])
+    # Platt's bias moves the threshold from s = 0 to s = -b/a: only texts scored between the two change label
+    c = cal.info_["training"]["calibration"]
+    s = raw.model_.decision_function(dev[0])[:, 0]
+    lo, hi = sorted((0.0, -c["b"] / c["a"]))
+    changed = [r != k for r, k in zip(raw.predict(dev[0]), cal.predict(dev[0]))]
+    assert all(lo <= v <= hi for v, ch in zip(s, changed) if ch), (lo, hi)
+    assert sum(changed) < len(changed) / 10
     before = calibration_scores(dev[1], raw.predict_proba(dev[0]), raw.classes_)["log_loss"]
     after = calibration_scores(dev[1], cal.predict_proba(dev[0]), cal.classes_)["log_loss"]
     assert after <= before + 1e-9, (before, after)
@@ -116,7 +122,7 @@ def test_min_df_auto_tries_1_on_short_texts_and_keeps_what_dev_prefers():
             y.append(c)
             Xd.append(f"{w} common{rng.randrange(5)}")
             yd.append(c)
-    clf = TextClassifier("sparse", analyzer="word", loss="lr").fit(X, y, eval_data=(Xd, yd))
+    clf = TextClassifier("sparse", analyzer="word", loss="lr", cv_folds=0).fit(X, y, eval_data=(Xd, yd))
     tuning = clf.info_["training"]["tuning"]
     assert [r["min_df"] for r in tuning if "min_df" in r] == [1]  # the one extra fit, after the grid
     assert clf.info_["training"]["chosen"]["min_df"] == 1
@@ -124,9 +130,36 @@ def test_min_df_auto_tries_1_on_short_texts_and_keeps_what_dev_prefers():
         return sum(p == t for p, t in zip(m.predict(Xd), yd)) / len(yd)
 
     assert acc(clf) > 0.9
-    again = TextClassifier("sparse", analyzer="word", loss="lr", min_df=2).fit(X, y, eval_data=(Xd, yd))
+    again = TextClassifier("sparse", analyzer="word", loss="lr", min_df=2, cv_folds=0).fit(X, y, eval_data=(Xd, yd))
     assert not any("min_df" in r for r in again.info_["training"]["tuning"])
     assert acc(again) < acc(clf)
     long_texts = [t + " filler" * 60 for t in X]
-    big = TextClassifier("sparse", analyzer="word", loss="lr").fit(long_texts, y, eval_data=([t + " filler" * 60 for t in Xd], yd))
+    big = TextClassifier("sparse", analyzer="word", loss="lr", cv_folds=0).fit(long_texts, y, eval_data=([t + " filler" * 60 for t in Xd], yd))
     assert big.info_["training"]["chosen"]["min_df"] == 2  # mean > 200 characters: not tried
+
+
+def test_small_data_chooses_by_cross_validation_on_train_and_dev(tmp_path):
+    # 400 labelled texts (<= CV_MAX_ROWS): every grid point is scored out-of-fold over train + dev
+    X, y = toy(300, 0)
+    dev = toy(100, 1)
+    clf = TextClassifier("sparse").fit(X, y, eval_data=dev)
+    t = clf.info_["training"]
+    cv = [r for r in t["tuning"] if "cv_accuracy" in r]
+    assert {r["cv_folds"] for r in cv} == {5} and t["chosen"]["cv_folds"] == 5
+    assert {r["loss"] for r in cv} == {"nblr", "lr", "svm"} and {r["min_df"] for r in cv} == {1, 2}  # short texts
+    best = max(cv, key=lambda r: (r["cv_accuracy"], r["cv_macro_f1"]))
+    assert {k: best[k] for k in ("analyzer", "loss", "C", "min_df")} == {k: t["chosen"][k] for k in
+                                                                         ("analyzer", "loss", "C", "min_df")}
+    # the chosen setting is then fitted on train alone: one more row, scored on dev, and calibrated there
+    final = [r for r in t["tuning"] if "dev_accuracy" in r]
+    assert len(final) == 1 and (final[0]["loss"], final[0]["C"]) == (t["chosen"]["loss"], t["chosen"]["C"])
+    assert t["calibration"]["kind"] == "platt"
+    clf.save(tmp_path / "m")
+    assert "5-fold cross-validation" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    probe = toy(30, 2)[0]
+    np.testing.assert_allclose(TextClassifier.load(tmp_path / "m").predict_proba(probe), clf.predict_proba(probe),
+                               rtol=1e-6)
+    # the out-of-fold scores are real: a grid point that cannot fit (C tiny) scores worse than the best
+    assert min(r["cv_accuracy"] for r in cv) <= best["cv_accuracy"]
+    with pytest.raises(ConfigError, match="cv_folds"):
+        TextClassifier("sparse", cv_folds=-1).fit(X, y, eval_data=dev)

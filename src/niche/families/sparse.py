@@ -7,7 +7,9 @@ vocabularies and settings as JSON, arrays as safetensors.
 Tuning (``loss="auto"``, ``C=0``): the feature matrices are built once; every loss that applies
 (NB-weighted logistic regression for binary tasks, logistic regression, linear SVM) is fitted for a
 small grid of ``C`` on the same matrices, and the best on dev accuracy (ties: macro-F1, then the
-earlier, cheaper candidate) is kept. All of it is recorded in ``niche.json["training"]["tuning"]``.
+earlier, cheaper candidate) is kept. On small data (train + dev <= ``CV_MAX_ROWS`` texts) the grid is
+scored by ``cv_folds``-fold cross-validation over train + dev instead, then the chosen setting is fitted
+on train. All of it is recorded in ``niche.json["training"]["tuning"]``.
 
 NB weighting (Wang & Manning 2012, "Baselines and Bigrams"): each feature is scaled by the
 log-count ratio r = log((p / |p|_1) / (q / |q|_1)) of its class-conditional counts. For K > 2 classes
@@ -15,7 +17,8 @@ every loss is one-vs-rest: K binary models whose scores are turned into probabil
 
 Calibration: the scores s are mapped to probabilities by sigmoid(a*s + b) (two classes, Platt
 scaling) or softmax(a*s) (K classes, temperature scaling), with a and b fitted to the dev split by
-log-loss. Neither changes which label wins.
+log-loss. Temperature scaling does not change which label wins; Platt's bias b moves the two-class
+threshold from s = 0 to s = -b/a, so a text scored between the two may change label.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ sweep chose C=30) -- one fit fewer of the costliest kind."""
 SHORT_TEXT_CHARS = 200
 """With ``min_df=0`` (auto), training texts this short on average also try ``min_df=1`` on dev."""
 C_DEFAULT = {"nblr": 30.0, "lr": 10.0, "svm": 0.3}
+CV_MAX_ROWS = 5000
+"""Up to this many labelled texts (train + dev) the grid is chosen by cross-validation (``cv_folds``)."""
 KINDS = {"word+char": ["word", "char_wb"], "char": ["char"], "char+words": ["char", "jieba"], "word": ["word"]}
 
 
@@ -221,12 +226,19 @@ class SparseModel:
             losses = losses[:1]  # nothing to choose on: the first (NB-LR for two classes, else LR)
         grid = [(a, loss, C) for a in analyzers for loss in losses
                 for C in ((cfg.C,) if cfg.C else c_grid(loss, n_classes) if tune else (C_DEFAULT[loss],))]
+        cv_rows: list[dict[str, Any]] = []
+        fixed: dict[str, Any] = {}
+        if tune and self.uses_cv(texts, dev_texts, n_classes, analyzers, losses):
+            fixed, cv_rows = self._cv_choice(texts, y, dev_texts, dev_y, n_classes, analyzers, losses, progress)
+            if fixed:
+                analyzers, losses = [fixed["analyzer"]], [fixed["loss"]]
+                grid = [(fixed["analyzer"], fixed["loss"], fixed["C"])]
         kinds = list(dict.fromkeys(k for a in analyzers for k in KINDS[a]))
         bar = tqdm(total=len(kinds) + len(grid), desc="sparse fit", unit="stage", disable=not progress,
                    dynamic_ncols=True)
         self.vectorizers_, self.idf_ = [], []
         train_blocks, dev_blocks = {}, {}
-        min_df = cfg.min_df or 2
+        min_df = fixed.get("min_df") or cfg.min_df or 2
         for i, kind in enumerate(kinds):
             self._fit_vectorizer(kind, texts, min_df)
             train_blocks[kind] = self._block(i, texts)
@@ -263,7 +275,7 @@ class SparseModel:
         self.vectorizers_ = [self.vectorizers_[i] for i in keep]
         self.idf_ = [self.idf_[i] for i in keep]
         row = dict(row, min_df=min_df)
-        if tune and not cfg.min_df and _mean_chars(texts) <= SHORT_TEXT_CHARS:
+        if tune and not fixed and not cfg.min_df and _mean_chars(texts) <= SHORT_TEXT_CHARS:
             # short texts: n-grams seen once can carry the label (TNEWS headlines); one more fit decides on dev
             vecs, idf = self.vectorizers_, self.idf_
             self.vectorizers_, self.idf_ = [], []
@@ -283,11 +295,80 @@ class SparseModel:
                 self.vectorizers_, self.idf_ = vecs, idf
         self.coef_, self.intercept_, self.ratio_ = params
         self.choice_ = {k: row[k] for k in ("analyzer", "loss", "C", "min_df")}
-        self.tuning_ = tried if tune else []
+        if fixed:
+            self.choice_["cv_folds"] = cv_rows[0]["cv_folds"]
+        self.tuning_ = cv_rows + tried if tune else []
         if tune and cfg.calibrate:
             a, b = fit_calibration(dev_scores, dev_y)
             self.calibration_ = ("platt" if binary else "temperature", a, b)
         return self
+
+    def _min_dfs(self, texts: list[str]) -> list[int]:
+        """The min_df values the grid tries: the configured one, else 2 (and 1 for short texts)."""
+        if self.cfg.min_df:
+            return [self.cfg.min_df]
+        return [2, 1] if _mean_chars(texts) <= SHORT_TEXT_CHARS else [2]
+
+    def uses_cv(self, texts: list[str], dev_texts: list[str], n_classes: int, analyzers: list[str],
+                losses: list[str]) -> bool:
+        """Whether the grid is chosen by cross-validation: ``cv_folds`` > 1, at most :data:`CV_MAX_ROWS`
+        labelled texts, and more than one setting to choose from."""
+        points = len(analyzers) * len(self._min_dfs(texts)) * sum(
+            1 if self.cfg.C else len(c_grid(loss, n_classes)) for loss in losses)
+        return self.cfg.cv_folds > 1 and len(texts) + len(dev_texts) <= CV_MAX_ROWS and points > 1
+
+    def _cv_choice(self, texts: list[str], y: np.ndarray, dev_texts: list[str], dev_y: np.ndarray, n_classes: int,
+                   analyzers: list[str], losses: list[str], progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The grid point with the best out-of-fold (accuracy, macro-F1) over train + dev, and every
+        point's row; ``({}, [])`` when the rarest label has fewer than 2 texts. Each fold fits its own
+        vectorizers (per min_df) on its training part, as the final model will."""
+        from sklearn.model_selection import StratifiedKFold
+        from tqdm.auto import tqdm
+
+        texts_all = list(texts) + list(dev_texts)
+        y_all = np.concatenate([np.asarray(y), np.asarray(dev_y)])
+        counts = np.bincount(y_all, minlength=n_classes)
+        folds = int(min(self.cfg.cv_folds, counts[counts > 0].min()))
+        if folds < 2:
+            return {}, []
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.cfg.seed).split(texts_all, y_all))
+        binary = n_classes == 2
+        kinds = list(dict.fromkeys(k for a in analyzers for k in KINDS[a]))
+        points = [(m, a, loss, C) for m in self._min_dfs(texts) for a in analyzers for loss in losses
+                  for C in ((self.cfg.C,) if self.cfg.C else c_grid(loss, n_classes))]
+        scores = {p: np.zeros((len(y_all), 1 if binary else n_classes)) for p in points}
+        seconds = dict.fromkeys(points, 0.0)
+        bar = tqdm(total=len(points) * folds, desc=f"sparse {folds}-fold cv", unit="fit", disable=not progress,
+                   dynamic_ncols=True)
+        for m in self._min_dfs(texts):
+            for fit_idx, held in splits:
+                part = [texts_all[i] for i in fit_idx]
+                self.vectorizers_, self.idf_ = [], []
+                for kind in kinds:
+                    self._fit_vectorizer(kind, part, m)
+                fit_blocks = {k: self._block(i, part) for i, k in enumerate(kinds)}
+                held_blocks = {k: self._block(i, [texts_all[j] for j in held]) for i, k in enumerate(kinds)}
+                for p in (p for p in points if p[0] == m):
+                    _, a, loss, C = p
+                    t0 = time.perf_counter()
+                    params = self._fit_linear(self._stack([fit_blocks[k] for k in KINDS[a]]), y_all[fit_idx],
+                                              n_classes, loss, C, None)
+                    scores[p][held] = self._scores(self._stack([held_blocks[k] for k in KINDS[a]]), *params)
+                    seconds[p] += time.perf_counter() - t0
+                    bar.update(1)
+        bar.close()
+        self.vectorizers_, self.idf_ = [], []
+        rows: list[dict[str, Any]] = []
+        best: tuple[tuple[float, float], dict[str, Any]] | None = None
+        for p in points:
+            key = _dev_key(scores[p], y_all, binary)
+            row = {"analyzer": p[1], "loss": p[2], "C": p[3], "min_df": p[0], "cv_folds": folds,
+                   "seconds": round(seconds[p], 2), "cv_accuracy": round(key[0], 5), "cv_macro_f1": round(key[1], 5)}
+            rows.append(row)
+            if best is None or key > best[0]:
+                best = (key, row)
+        assert best is not None
+        return {k: best[1][k] for k in ("analyzer", "loss", "C", "min_df")}, rows
 
     def _losses(self, binary: bool, soft: bool) -> list[str]:
         cfg = self.cfg
@@ -476,7 +557,8 @@ def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
     if not chosen:
         return ["- base: none (TF-IDF n-grams + NB-weighted logistic regression)"], []
     facts = [f"- base: none (TF-IDF {chosen['analyzer']} n-grams + {names.get(chosen['loss'], chosen['loss'])}, "
-             f"C={chosen['C']:g}, chosen on the dev split)"]
+             f"C={chosen['C']:g}, chosen " + (f"by {chosen['cv_folds']}-fold cross-validation on train + dev)"
+                                              if chosen.get("cv_folds") else "on the dev split)")]
     if info.get("training", {}).get("calibration"):
         facts.append("- probabilities calibrated on the dev split")
     return facts, []
