@@ -42,6 +42,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +108,8 @@ REGISTRY = [
     System("niche-static", "niche static", "main", "niche", args={"family": "static"}),
     System("niche-auto", "niche auto (10 min)", "main", "niche", stage="slow", timeout_s=1500,
            args={"family": "auto", "extra": ["--max-minutes", "10"], "needs": ["--max-minutes"]}),
+    System("niche-static-student", "niche static student (distilled from auto's transformer)", "main",
+           "niche-distill", stage="slow", fewshot=False, args={"student": "static", "teacher": "niche-auto"}),
     System("tfidf-svc", "TF-IDF + LinearSVC (tuned)", "main", "tfidf", args={"clf": "svc"}),
     System("tfidf-lr", "TF-IDF + LogisticRegression (tuned)", "main", "tfidf", args={"clf": "lr"}),
     System("fasttext", "fastText (autotune)", "peers", "fasttext", args={"autotune_s": 300, "fewshot_autotune_s": 60}),
@@ -503,7 +506,55 @@ def child_niche(split: Path, work: Path, lang: str, args: dict, use_dev: bool = 
                                 "size_mb": _size_mb(out), "settings": settings}
 
 
-CHILDREN = {"tfidf": child_tfidf, "fasttext": child_fasttext, "model2vec": child_model2vec, "setfit": child_setfit,
+def _transformer_of(model: Path) -> Path | None:
+    """The fine-tuned transformer inside a niche model directory: itself, or an ensemble member."""
+    for d in [model, *sorted((model / "members").glob("*"))]:
+        f = d / "niche.json"
+        if f.is_file() and json.loads(f.read_text(encoding="utf-8")).get("family") == "transformer":
+            return d
+    return None
+
+
+def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev: bool = True) -> dict:
+    """``niche distill --student static`` with the fine-tuned transformer of this dataset's niche-auto run
+    as the teacher (the auto winner itself, or its ensemble member): token vectors from the teacher's
+    encoder, the head trained on its soft labels. train s = the distillation (teacher logits over the
+    training texts + the student's fit); the teacher's own training is in the niche-auto row. The guard
+    is opened (--max-drop 100): the table, not the guard, compares it."""
+    from niche import TextClassifier
+
+    auto = work.parent / work.name.replace(f"-niche-{args['student']}-student", "-" + args["teacher"]) / "model"
+    teacher = _transformer_of(auto) if auto.is_dir() else None
+    if teacher is None:
+        raise NotAvailable(f"no fine-tuned transformer in {auto} (run --systems {args['teacher']} first; "
+                           "its winner or an ensemble member must be a transformer)")
+    d = _load(split)
+    Xt, yt = d["test"]
+    out = work / "model"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "niche"), "distill", "--teacher", str(teacher), "--data",
+           str(split / "train.csv"), "--eval", str(split / "dev.csv"), "--out", str(out), "--student",
+           args["student"], "--max-drop", "100", "-q"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"niche distill exited {r.returncode}: {(r.stderr or r.stdout).strip()[-1500:]}")
+    info = json.loads((out / "niche.json").read_text(encoding="utf-8"))
+    tr = info.get("training", {})
+    dist = tr.get("distillation", {})
+    settings = {"family": info.get("family"), "teacher": str(teacher.relative_to(ROOT)),
+                "teacher_family_in_auto": "ensemble member" if teacher.parent.name == "members" else "winner",
+                "teacher_logits_s": dist.get("teacher_logits_seconds"), "student_fit_s": tr.get("seconds"),
+                "alpha": dist.get("alpha"), "temperature": dist.get("temperature")}
+    clf = TextClassifier.load(out)
+    pred, dps = _timed_predict(lambda t: clf.predict(t, batch_size=32), Xt)
+    train_s = float(dist.get("teacher_logits_seconds") or 0) + float(tr.get("seconds") or 0)
+    return _scores(yt, pred) | {"train_s": train_s, "cli_wall_s": wall, "docs_per_s": dps, "size_mb": _size_mb(out),
+                                "settings": settings}
+
+
+CHILDREN = {"niche-distill": child_niche_distill, "tfidf": child_tfidf, "fasttext": child_fasttext, "model2vec": child_model2vec, "setfit": child_setfit,
             "niche": child_niche}
 
 

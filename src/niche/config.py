@@ -122,10 +122,11 @@ class SparseConfig:
     a predicted 0.9 is right about 90 % of the time; with K > 2 classes predicted labels do not change,
     with two the bias moves the threshold slightly."""
     cv_folds: int = 5
-    """With at most 5,000 labelled texts in train + dev, the grid (analyzer, loss, C, min_df) is scored by
-    this many folds of cross-validation over train + dev rather than on dev alone: a dev split of a few
-    hundred texts cannot tell grid points apart (Financial PhraseBank's 436: neighbours one text apart).
-    The chosen setting is then fitted on train and calibrated on dev as before. 0 or 1: dev alone."""
+    """With at most 5,000 labelled texts in train + dev and under 1,000 in dev, the grid (analyzer, loss,
+    C, min_df) is scored by this many folds of cross-validation over train + dev rather than on dev
+    alone: a dev split of a few hundred texts cannot tell grid points apart (Financial PhraseBank's 436:
+    neighbours one text apart). The chosen setting is then fitted on train and calibrated on dev as
+    before. 0 or 1: dev alone."""
     max_iter: int = 1000
     """Most iterations of the solver (liblinear)."""
     seed: int = 42

@@ -80,3 +80,27 @@ def test_issue_floors_static_fewshot_and_auto_counts(tmp_path):
     assert [ok for _, ok in few.values()] == [True, False, None]  # banking77, sst2, chnsenticorp not run
     auto = next(v for k, v in by.items() if "best peer" in k)
     assert auto[1] is False and "1 lost by more (banking77 -2.80)" in auto[0]
+
+
+def test_static_student_rows_and_teacher_lookup(tmp_path):
+    _result(tmp_path, "sst2", "niche-sparse", accuracy=0.836)
+    _result(tmp_path, "sst2", "niche-static", accuracy=0.77, docs_per_s=9000.0)
+    _result(tmp_path, "sst2", "niche-static-student", accuracy=0.83, docs_per_s=9000.0,
+            settings={"teacher_family_in_auto": "ensemble member", "teacher_logits_s": 80.0, "student_fit_s": 60.0})
+    lines, floors = section.section(tmp_path)
+    by = {label: ok for label, _, ok in floors}
+    assert by["sst2: niche-static-student >= 5,000 docs/s (batch 32), within 1.5 points of niche-sparse"] is True
+    assert by["sst2: niche-static >= 5,000 docs/s (batch 32), within 1.5 points of niche-sparse"] is False
+    assert not any("banking77: niche-static-student" in k for k in by)  # not run: no row
+    assert "teacher logits 80.0 s + student 60.0 s" in "\n".join(lines)
+    # the teacher: the auto winner if it is a transformer, else the ensemble's transformer member
+    auto = tmp_path / "auto"
+    (auto / "members" / "0").mkdir(parents=True)
+    (auto / "members" / "1").mkdir()
+    (auto / "niche.json").write_text(json.dumps({"family": "ensemble"}))
+    (auto / "members" / "0" / "niche.json").write_text(json.dumps({"family": "sparse"}))
+    assert peers._transformer_of(auto) is None
+    (auto / "members" / "1" / "niche.json").write_text(json.dumps({"family": "transformer"}))
+    assert peers._transformer_of(auto) == auto / "members" / "1"
+    assert peers.jobs("slow", ["sst2"], ["niche-static-student"]) == [("sst2", "niche-static-student", None)]
+    assert not peers.jobs("fewshot", ["sst2"], ["niche-static-student"])
