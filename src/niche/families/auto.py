@@ -612,8 +612,6 @@ def fit_transformer_plan(p: dict[str, Any], profile: dict[str, Any], left: float
                    "why": f"{why}; one epoch ~{epoch_s:.0f} s, {max(left, 0):.0f} s left"}
 
 
-
-
 AUTO_TRANSFORMER_LR = 1e-4
 """The transformer candidate's learning rate (not the family's 5e-5): a budget allows few epochs, and the
 core benchmark's transformer rows ran at 1e-4 (banking77 93.6 % in 5 epochs, SST-2 90.0 % in 1; BENCHMARKS.md).

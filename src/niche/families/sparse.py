@@ -7,9 +7,9 @@ vocabularies and settings as JSON, arrays as safetensors.
 Tuning (``loss="auto"``, ``C=0``): the feature matrices are built once; every loss that applies
 (NB-weighted logistic regression for binary tasks, logistic regression, linear SVM) is fitted for a
 small grid of ``C`` on the same matrices, and the best on dev accuracy (ties: macro-F1, then the
-earlier, cheaper candidate) is kept. On small data (train + dev <= ``CV_MAX_ROWS`` texts) the grid is
-scored by ``cv_folds``-fold cross-validation over train + dev instead, then the chosen setting is fitted
-on train. All of it is recorded in ``niche.json["training"]["tuning"]``.
+earlier, cheaper candidate) is kept. On small data (train + dev <= ``CV_MAX_ROWS`` texts, dev under
+``CV_MAX_DEV``) the grid is scored by ``cv_folds``-fold cross-validation over train + dev instead, then the
+chosen setting is fitted on train. All of it is recorded in ``niche.json["training"]["tuning"]``.
 
 NB weighting (Wang & Manning 2012, "Baselines and Bigrams"): each feature is scaled by the
 log-count ratio r = log((p / |p|_1) / (q / |q|_1)) of its class-conditional counts. For K > 2 classes
