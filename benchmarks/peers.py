@@ -495,15 +495,19 @@ def child_niche(split: Path, work: Path, lang: str, args: dict, use_dev: bool = 
             winner = rows[0].get("name") or rows[0].get("candidate") or rows[0].get("family")
     if fam == "auto":
         settings["winner"] = winner or info.get("family")
-    git = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True, text=True)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    settings["niche_source"] = {"commit": head.stdout.strip(),  # niche is installed editable: the working tree ran
-                                "uncommitted_src": [ln[3:] for ln in git.stdout.splitlines()]}
+    settings["niche_source"] = _niche_source()
     clf = TextClassifier.load(out)
     pred, dps = _timed_predict(lambda t: clf.predict(t, batch_size=32), Xt)
     train_s = float(lb["spent_seconds"]) if fam == "auto" and board.is_file() else float(tr.get("seconds", wall))
     return _scores(yt, pred) | {"train_s": train_s, "cli_wall_s": wall, "docs_per_s": dps,
                                 "size_mb": _size_mb(out), "settings": settings}
+
+
+def _niche_source() -> dict:
+    """The commit of the niche that ran (installed editable: the working tree ran) and its uncommitted src files."""
+    git = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True, text=True)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {"commit": head.stdout.strip(), "uncommitted_src": [ln[3:] for ln in git.stdout.splitlines()]}
 
 
 def _transformer_of(model: Path) -> Path | None:
@@ -531,7 +535,8 @@ def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev:
     d = _load(split)
     Xt, yt = d["test"]
     out = work / "model"
-    shutil.rmtree(out, ignore_errors=True)
+    for stale in (out, work / "model.distill-cache"):  # a cached teacher-logits file would hide their cost
+        shutil.rmtree(stale, ignore_errors=True)
     cmd = [str(Path(sys.executable).parent / "niche"), "distill", "--teacher", str(teacher), "--data",
            str(split / "train.csv"), "--eval", str(split / "dev.csv"), "--out", str(out), "--student",
            args["student"], "--max-drop", "100", "-q"]
@@ -546,7 +551,7 @@ def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev:
     settings = {"family": info.get("family"), "teacher": str(teacher.relative_to(ROOT)),
                 "teacher_family_in_auto": "ensemble member" if teacher.parent.name == "members" else "winner",
                 "teacher_logits_s": dist.get("teacher_logits_seconds"), "student_fit_s": tr.get("seconds"),
-                "alpha": dist.get("alpha"), "temperature": dist.get("temperature")}
+                "alpha": dist.get("alpha"), "temperature": dist.get("temperature"), "niche_source": _niche_source()}
     clf = TextClassifier.load(out)
     pred, dps = _timed_predict(lambda t: clf.predict(t, batch_size=32), Xt)
     train_s = float(dist.get("teacher_logits_seconds") or 0) + float(tr.get("seconds") or 0)
@@ -554,8 +559,8 @@ def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev:
                                 "settings": settings}
 
 
-CHILDREN = {"niche-distill": child_niche_distill, "tfidf": child_tfidf, "fasttext": child_fasttext, "model2vec": child_model2vec, "setfit": child_setfit,
-            "niche": child_niche}
+CHILDREN = {"tfidf": child_tfidf, "fasttext": child_fasttext, "model2vec": child_model2vec, "setfit": child_setfit,
+            "niche": child_niche, "niche-distill": child_niche_distill}
 
 
 def child(system: str, split: str, work: str, lang: str, fewshot: str) -> None:
