@@ -148,7 +148,7 @@ def dev_leak(task: Any) -> dict[str, Any]:
 def probe_sparse(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
     """Seconds the tuned sparse fit should take: one untuned fit on <= 2000 rows, scaled by rows and grid."""
     from . import get, make_config
-    from .sparse import CV_MAX_DEV, CV_MAX_ROWS, SHORT_TEXT_CHARS, c_grid, mean_chars
+    from .sparse import SparseModel, c_grid
 
     n = min(len(task.train), 2000)
     sub = _subset(task, n, cfg.seed)
@@ -159,10 +159,9 @@ def probe_sparse(cfg: AutoConfig, task: Any, cjk: bool) -> tuple[float, str]:
     binary = len(task.labels) == 2
     fits = sum(len(c_grid(loss, len(task.labels))) for loss in ((["nblr"] if binary else []) + ["lr", "svm"]))
     fits *= (2 if cjk else 1) * 0.75  # C sweeps stop early
-    scfg = make_config("sparse", seed=cfg.seed)
-    if scfg.cv_folds > 1 and len(task.train) + len(task.dev) <= CV_MAX_ROWS and len(task.dev) < CV_MAX_DEV:
-        # small data: k-fold cv, no early stop
-        fits = fits / 0.75 * scfg.cv_folds * (2 if mean_chars(task.train.texts) <= SHORT_TEXT_CHARS else 1) + 1
+    cv = SparseModel(make_config("sparse", seed=cfg.seed)).cv_fits(task.train.texts, task.dev.texts, len(task.labels))
+    if cv:  # small data: k-fold cross-validation (no early stop), then the chosen setting's fit
+        fits = cv + 1
     est = one * (len(task.train) / n) * fits * 1.2
     return est, f"one untuned fit on {n} rows took {one:.1f} s; x{len(task.train) / n:.1f} rows x ~{fits:.0f} grid fits"
 

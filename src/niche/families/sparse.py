@@ -232,8 +232,9 @@ class SparseModel:
                 for C in ((cfg.C,) if cfg.C else c_grid(loss, n_classes) if tune else (C_DEFAULT[loss],))]
         cv_rows: list[dict[str, Any]] = []
         fixed: dict[str, Any] = {}
-        if tune and self.uses_cv(texts, dev_texts, n_classes, analyzers, losses):
-            fixed, cv_rows = self._cv_choice(texts, y, dev_texts, dev_y, n_classes, analyzers, losses, progress)
+        points = self._cv_points(texts, dev_texts, n_classes, analyzers, losses) if tune else []
+        if points:
+            fixed, cv_rows = self._cv_choice(texts, y, dev_texts, dev_y, n_classes, analyzers, points, progress)
             if fixed:
                 analyzers, losses = [fixed["analyzer"]], [fixed["loss"]]
                 grid = [(fixed["analyzer"], fixed["loss"], fixed["C"])]
@@ -313,19 +314,29 @@ class SparseModel:
             return [self.cfg.min_df]
         return [2, 1] if mean_chars(texts) <= SHORT_TEXT_CHARS else [2]
 
-    def uses_cv(self, texts: list[str], dev_texts: list[str], n_classes: int, analyzers: list[str],
-                losses: list[str]) -> bool:
-        """Whether the grid is chosen by cross-validation: ``cv_folds`` > 1, at most :data:`CV_MAX_ROWS`
-        labelled texts, a dev split under :data:`CV_MAX_DEV` texts, and more than one setting to choose from."""
-        points = len(analyzers) * len(self._min_dfs(texts)) * sum(
-            1 if self.cfg.C else len(c_grid(loss, n_classes)) for loss in losses)
-        return (self.cfg.cv_folds > 1 and len(texts) + len(dev_texts) <= CV_MAX_ROWS and len(dev_texts) < CV_MAX_DEV
-                and points > 1)
+    def _cv_points(self, texts: list[str], dev_texts: list[str], n_classes: int, analyzers: list[str],
+                   losses: list[str]) -> list[tuple[int, str, str, float]]:
+        """The grid points (min_df, analyzer, loss, C) that cross-validation scores, or ``[]`` when the grid
+        is chosen on dev: cross-validation needs ``cv_folds`` > 1, at most :data:`CV_MAX_ROWS` labelled
+        texts, a dev split under :data:`CV_MAX_DEV` texts, and more than one setting to choose from."""
+        if not (self.cfg.cv_folds > 1 and len(texts) + len(dev_texts) <= CV_MAX_ROWS and len(dev_texts) < CV_MAX_DEV):
+            return []
+        points = [(m, a, loss, C) for m in self._min_dfs(texts) for a in analyzers for loss in losses
+                  for C in ((self.cfg.C,) if self.cfg.C else c_grid(loss, n_classes))]
+        return points if len(points) > 1 else []
+
+    def cv_fits(self, texts: list[str], dev_texts: list[str], n_classes: int) -> int:
+        """Linear fits that cross-validation makes when :meth:`fit` tunes on these texts (0: none, the grid
+        is chosen on dev); the auto search's probe scales its estimate by it."""
+        points = self._cv_points(texts, dev_texts, n_classes, self.candidate_analyzers(texts),
+                                 self._losses(n_classes == 2, False))
+        return len(points) * self.cfg.cv_folds
 
     def _cv_choice(self, texts: list[str], y: np.ndarray, dev_texts: list[str], dev_y: np.ndarray, n_classes: int,
-                   analyzers: list[str], losses: list[str], progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The grid point with the best out-of-fold (accuracy, macro-F1) over train + dev, and every
-        point's row; ``({}, [])`` when the rarest label has fewer than 2 texts. Each fold fits its own
+                   analyzers: list[str], points: list[tuple[int, str, str, float]],
+                   progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The one of ``points`` with the best out-of-fold (accuracy, macro-F1) over train + dev, and a row
+        for each; ``({}, [])`` when the rarest label has fewer than 2 texts. Each fold fits its own
         vectorizers (per min_df) on its training part, as the final model will."""
         from sklearn.model_selection import StratifiedKFold
         from tqdm.auto import tqdm
@@ -339,13 +350,11 @@ class SparseModel:
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.cfg.seed).split(texts_all, y_all))
         binary = n_classes == 2
         kinds = list(dict.fromkeys(k for a in analyzers for k in KINDS[a]))
-        points = [(m, a, loss, C) for m in self._min_dfs(texts) for a in analyzers for loss in losses
-                  for C in ((self.cfg.C,) if self.cfg.C else c_grid(loss, n_classes))]
         scores = {p: np.zeros((len(y_all), 1 if binary else n_classes)) for p in points}
         seconds = dict.fromkeys(points, 0.0)
         bar = tqdm(total=len(points) * folds, desc=f"sparse {folds}-fold cv", unit="fit", disable=not progress,
                    dynamic_ncols=True)
-        for m in self._min_dfs(texts):
+        for m in dict.fromkeys(p[0] for p in points):
             for fit_idx, held in splits:
                 part = [texts_all[i] for i in fit_idx]
                 self.vectorizers_, self.idf_ = [], []
