@@ -195,17 +195,20 @@ def test_layer_spread_and_student_spec() -> None:
         layer_spread(6, 6)
     assert parse_student("layers:3") == ("layers", 3) and parse_student("sparse") == ("sparse", None)
     assert parse_student("static") == ("static", None)
+    assert parse_student("static:linear") == ("static", "linear") and parse_student("static:cnn") == ("static", "cnn")
     with pytest.raises(ConfigError, match="layers:K"):
         parse_student("layers3")
+    with pytest.raises(ConfigError, match="one of linear, mlp, cnn, e.g. static:cnn"):
+        parse_student("static:conv")
 
 
-@pytest.mark.parametrize("student", ["layers:1", "sparse", "static"])
+@pytest.mark.parametrize("student", ["layers:1", "sparse", "static", "static:linear"])
 def test_distilled_student_learns_the_teachers_labels(teacher_dir: Path, tmp_path: Path, student: str) -> None:
     teacher = TextClassifier.load(teacher_dir)
     unlabeled = toy_texts(200, seed=9)[0]
     out = tmp_path / "student"
     params = {k: v for k, v in TINY.items() if k not in ("max_len",)}
-    if student == "static":  # its own settings: a linear head on distilled token vectors
+    if student.startswith("static"):  # its own settings: a head on distilled token vectors
         params = {"epochs": 40, "patience": 40}
     rep = distill(teacher_dir, labeled(60, 1, "train.csv"), labeled(40, 2, "dev.csv"), out,
                   DistillConfig(student, alpha=0.7, temperature=2.0), unlabeled=unlabeled, params=params,
@@ -219,6 +222,8 @@ def test_distilled_student_learns_the_teachers_labels(teacher_dir: Path, tmp_pat
     assert info["transfer_texts"] == 200 and info["student"] == student
     if student.startswith("layers"):
         assert st.model_.model.config.num_hidden_layers == 1 and info["teacher_layers_kept"] == [1]
+    if student.startswith("static"):  # the head: cnn unless the spec names another
+        assert st.info_["config"]["head"] == ("linear" if student == "static:linear" else "cnn")
     # teacher soft labels were cached for a rerun
     assert list((tmp_path / "student.distill-cache").glob("teacher-logits-*.safetensors"))
 

@@ -5,15 +5,19 @@ encoded once on its own (``[CLS] token [SEP]``, mean of the output states), the 
 to ``dim`` dimensions by PCA, and each is scaled by its SIF weight a / (a + p), p its frequency in
 the training texts (Arora et al. 2017), so frequent function words count less. A text is the mean
 of its tokens' vectors; a linear or one-hidden-layer head on top is trained on the labels, with the
-vectors fine-tuned too (``train_embeddings``) and early stopping on dev accuracy.
+vectors fine-tuned too (``train_embeddings``) and early stopping on dev accuracy. The ``cnn`` head
+also sees word order: filters over every window of ``width`` consecutive token vectors, max-pooled
+over the text (Kim 2014), next to the mean. At prediction time a filter's product with each token
+vector is a table lookup (the filter is linear before its ReLU), so it stays a few lookups per token.
 
 ``tokenizer="chars"`` (CJK text, which the default base does not cover, or ``base="none"``): tokens
 are CJK characters and other words, the vocabulary is learned on the training texts and the vectors
 start random, plus hashed token bigrams (fastText's recipe).
 
 Prediction is numpy only: tokenize (Rust tokenizers), one sparse (texts x tokens) x (tokens x dim)
-product, the head. Saved without pickle: ``static.safetensors`` (vectors with the SIF weights folded
-in, head), ``static.json`` (settings, the chars vocabulary) and, for ``base``, ``tokenizer.json``.
+product (plus the cnn's table lookups), the head. Saved without pickle: ``static.safetensors``
+(vectors with the SIF weights folded in, head), ``static.json`` (settings, the chars vocabulary)
+and, for ``base``, ``tokenizer.json``.
 
 The base model also makes a fine-tuned transformer's knowledge portable: ``base=<niche transformer
 dir>`` distils its (fine-tuned) encoder; ``niche distill --student static`` adds its soft labels.
@@ -165,23 +169,26 @@ class StaticModel:
             return "chars"
         return "base"
 
-    def token_ids(self, texts: list[str]) -> list[np.ndarray]:
-        """Per text, its token ids (unigrams, then hashed bigrams), at most ``max_tokens`` unigrams."""
+    def unigram_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Per text, its token ids in order, at most ``max_tokens``."""
         m = self.cfg.max_tokens
         if self.mode_ == "base":
             encs = self.tokenizer_.encode_batch(texts, add_special_tokens=False)
-            uni = [np.asarray(e.ids[:m], dtype=np.int64) for e in encs]
-        else:
-            vocab = self.vocab_
-            uni = [np.fromiter((vocab.get(t, UNK) for t in chars_tokens(x)[:m]), dtype=np.int64) for x in texts]
+            return [np.asarray(e.ids[:m], dtype=np.int64) for e in encs]
+        vocab = self.vocab_
+        return [np.fromiter((vocab.get(t, UNK) for t in chars_tokens(x)[:m]), dtype=np.int64) for x in texts]
+
+    def token_ids(self, texts: list[str], uni: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Per text, its token ids: the unigrams (``uni``, else tokenized here), then hashed bigrams."""
+        uni = self.unigram_ids(texts) if uni is None else uni
         if not self.buckets_:
             return uni
         V, B = self.n_unigrams_, self.buckets_
         return [np.concatenate([u, V + (u[:-1] * 1_000_003 + u[1:]) % B]) if len(u) > 1 else u for u in uni]
 
-    def bag(self, texts: list[str]) -> sp.csr_matrix:
+    def bag(self, texts: list[str], uni: list[np.ndarray] | None = None) -> sp.csr_matrix:
         """(texts x rows) matrix of 1/len per token occurrence: its product with the vectors is the mean."""
-        ids = self.token_ids(texts)
+        ids = self.token_ids(texts, uni)
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         indptr = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
@@ -225,7 +232,8 @@ class StaticModel:
         self.rows_ = self.n_unigrams_ + self.buckets_
         bigrams = (rng.standard_normal((self.buckets_, self.dim_)) * (0.1 / np.sqrt(self.dim_))).astype(np.float32)
         emb = np.concatenate([unigrams, bigrams]) if self.buckets_ else unigrams
-        train_ids, dev_ids = self.token_ids(texts), self.token_ids(dev_texts)
+        train_uni, dev_uni = self.unigram_ids(texts), self.unigram_ids(dev_texts)
+        train_ids, dev_ids = self.token_ids(texts, train_uni), self.token_ids(dev_texts, dev_uni)
         freq = np.bincount(np.concatenate(train_ids) if train_ids else np.zeros(0, np.int64),
                            minlength=self.rows_).astype(np.float64)
         p = freq / max(1.0, freq.sum())
@@ -233,13 +241,18 @@ class StaticModel:
         if self.mode_ == "chars":
             self.sif_[UNK] = 0.0
         build_s = time.perf_counter() - t0
-        self.history_ = self._train(emb, train_ids, y, dev_ids, dev_y, soft, progress)
+        self.history_ = self._train(emb, train_ids, [len(u) for u in train_uni], y, dev_ids,
+                                    [len(u) for u in dev_uni], dev_y, soft, progress)
         self.facts_ = {"tokenizer": self.mode_, "vocabulary": self.n_unigrams_, "bigram_buckets": self.buckets_,
                        "dim": self.dim_, "build_seconds": round(build_s, 2), "epochs": self.history_}
+        if cfg.head == "cnn":
+            self.facts_ |= {"filters": cfg.filters, "width": cfg.width}
         return self
 
-    def _train(self, emb: np.ndarray, train_ids: list[np.ndarray], y: np.ndarray, dev_ids: list[np.ndarray],
-               dev_y: np.ndarray, soft: np.ndarray | None, progress: bool) -> list[dict[str, float]]:
+    def _train(self, emb: np.ndarray, train_ids: list[np.ndarray], train_uni: list[int], y: np.ndarray,
+               dev_ids: list[np.ndarray], dev_uni: list[int], dev_y: np.ndarray, soft: np.ndarray | None,
+               progress: bool) -> list[dict[str, float]]:
+        """``*_uni``: per text, how many of its ids are unigrams (the cnn head's windows run over those)."""
         import torch
         from torch import nn
         from tqdm.auto import tqdm
@@ -250,35 +263,62 @@ class StaticModel:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         K = self.n_classes_
+        cnn = cfg.head == "cnn"
         bag = nn.EmbeddingBag(self.rows_, self.dim_, mode="sum", sparse=True)  # only the rows of a batch move
         bag.weight.data.copy_(torch.from_numpy(emb))
         bag.weight.requires_grad_(cfg.train_embeddings)
+        conv = nn.Linear(cfg.width * self.dim_, cfg.filters) if cnn else None
+        width_in = self.dim_ + (cfg.filters if cnn else 0)
         if cfg.head == "mlp":
-            head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(self.dim_, cfg.hidden), nn.ReLU(),
+            head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width_in, cfg.hidden), nn.ReLU(),
                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, K))
         else:
-            head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(self.dim_, K))
+            head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width_in, K))
         sif = torch.from_numpy(self.sif_)
-        opts = [torch.optim.Adam(head.parameters(), lr=cfg.lr)]
+        dense = list(head.parameters()) + (list(conv.parameters()) if conv is not None else [])
+        opts = [torch.optim.Adam(dense, lr=cfg.lr)]
         if cfg.train_embeddings:
             opts.append(torch.optim.SparseAdam(list(bag.parameters()), lr=cfg.lr / 3))
         target = torch.from_numpy(soft.astype(np.float32)) if soft is not None else torch.from_numpy(y.astype(np.int64))
         n = len(train_ids)
 
-        def batch(ids: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def features(ids: list[np.ndarray], n_uni: list[int]) -> torch.Tensor:
+            """The head's input: the SIF-weighted mean of the token vectors (+ the cnn's max-pooled filters)."""
             lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-            flat = torch.from_numpy(np.concatenate(ids)) if len(ids) else torch.zeros(0, dtype=torch.long)
-            offsets = torch.from_numpy(np.r_[0, np.cumsum(lengths)[:-1]])
-            w = sif[flat] / torch.from_numpy(np.repeat(np.maximum(lengths, 1), lengths).astype(np.float32))
-            return flat, offsets, w
+            if not cnn:
+                flat = torch.from_numpy(np.concatenate(ids)) if len(ids) else torch.zeros(0, dtype=torch.long)
+                offsets = torch.from_numpy(np.r_[0, np.cumsum(lengths)[:-1]])
+                w = sif[flat] / torch.from_numpy(np.repeat(np.maximum(lengths, 1), lengths).astype(np.float32))
+                return bag(flat, offsets, per_sample_weights=w)
+            T = max(1, int(lengths.max(initial=0)))
+            x = np.zeros((len(ids), T), np.int64)
+            for i, a in enumerate(ids):
+                x[i, :len(a)] = a
+            pos = np.arange(T)
+            every = torch.from_numpy(pos < lengths[:, None]).float()[..., None]          # (B, T, 1)
+            uni = torch.from_numpy(pos < np.asarray(n_uni)[:, None]).float()[..., None]
+            xt = torch.from_numpy(x)
+            e = nn.functional.embedding(xt, bag.weight, sparse=True) * sif[xt][..., None]
+            mean = (e * every).sum(1) / torch.from_numpy(np.maximum(lengths, 1).astype(np.float32))[:, None]
+            eu = torch.cat([e * uni, e.new_zeros(len(ids), cfg.width - 1, self.dim_)], 1)  # zeros past the end
+            windows = torch.cat([eu[:, i:i + T] for i in range(cfg.width)], 2)              # (B, T, width * dim)
+            h = torch.relu(conv(windows)) * uni                                             # >= 0: 0 is neutral
+            return torch.cat([mean, h.max(1).values], 1)
 
         def dev_accuracy() -> float:
             head.eval()
             with torch.inference_mode():
-                pred = np.concatenate([head(bag(*batch(dev_ids[i:i + 1024]))).argmax(1).numpy()
-                                       for i in range(0, len(dev_ids), 1024)]) if dev_ids else np.zeros(0)
+                step = 128 if cnn else 1024  # cnn: (texts x longest x width * dim) windows in memory
+                pred = np.concatenate([head(features(dev_ids[i:i + step], dev_uni[i:i + step])).argmax(1).numpy()
+                                       for i in range(0, len(dev_ids), step)]) if dev_ids else np.zeros(0)
             head.train()
             return float(np.mean(pred == dev_y)) if len(dev_ids) else 0.0
+
+        def state() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            arrays = {f"head.{k}": v.clone() for k, v in head.state_dict().items()}
+            if conv is not None:
+                arrays |= {f"conv.{k}": v.clone() for k, v in conv.state_dict().items()}
+            return bag.weight.detach().clone(), arrays
 
         rng = np.random.default_rng(cfg.seed)
         best, best_state, stale, history = -1.0, None, 0, []
@@ -289,7 +329,7 @@ class StaticModel:
                 total = 0.0
                 for lo in range(0, n, cfg.batch_size):
                     idx = order[lo:lo + cfg.batch_size]
-                    logits = head(bag(*batch([train_ids[i] for i in idx])))
+                    logits = head(features([train_ids[i] for i in idx], [train_uni[i] for i in idx]))
                     t = target[idx]
                     if soft is not None:
                         loss = -(t * torch.log_softmax(logits, 1)).sum(1).mean()
@@ -307,7 +347,7 @@ class StaticModel:
                 bar.set_postfix(dev_acc=f"{acc:.4f}")
                 if acc > best:
                     best, stale = acc, 0
-                    best_state = (bag.weight.detach().clone(), {k: v.clone() for k, v in head.state_dict().items()})
+                    best_state = state()
                 else:
                     stale += 1
                     if stale > cfg.patience:
@@ -316,27 +356,67 @@ class StaticModel:
             bar.close()
             torch.set_num_threads(threads)
         assert best_state is not None
-        weight, head_state = best_state
+        weight, arrays = best_state
         self.vectors_ = (weight.numpy() * self.sif_[:, None]).astype(np.float32)  # SIF folded in
-        self.head_ = {f"head.{k}": v.numpy().astype(np.float32) for k, v in head_state.items()}
+        self._tables = None
+        self.head_ = {k: v.numpy().astype(np.float32) for k, v in arrays.items()}
         return history
 
     # -- inference ------------------------------------------------------------------------
     def _layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        keys = sorted({k.rsplit(".", 1)[0] for k in self.head_}, key=lambda k: int(k.split(".")[1]))
+        keys = sorted({k.rsplit(".", 1)[0] for k in self.head_ if k.startswith("head.")},
+                      key=lambda k: int(k.split(".")[1]))
         return [(self.head_[f"{k}.weight"], self.head_[f"{k}.bias"]) for k in keys]
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) text vectors (the SIF-weighted mean of the token vectors)."""
-        return np.asarray(self.bag(texts) @ self.vectors_)
+    def _filters(self, uni: list[np.ndarray]) -> np.ndarray:
+        """(n, filters): the cnn head's filters over every window of ``width`` consecutive token vectors
+        (zeros past a text's end), ReLU, max over the windows; 0 for a text without tokens.
+
+        The filter is linear before its ReLU, so window ``v_t .. v_t+w-1`` gives ``b + sum_i T_i[token_t+i]``
+        with ``T_i = vectors @ W_i.T`` computed once per model (:meth:`_conv_tables`): a prediction looks
+        rows up and adds them, no matrix product per text."""
+        tables, bias = self._conv_tables()
+        width = len(tables)
+        lengths = np.fromiter((len(u) for u in uni), dtype=np.int64, count=len(uni))
+        out = np.zeros((len(uni), len(bias)), np.float32)
+        if not lengths.any():
+            return out
+        pad = np.full(width - 1, self.n_unigrams_, np.int64)  # the zero row of the tables
+        seq = np.concatenate([np.concatenate([u, pad]) for u in uni])
+        starts = np.concatenate([np.arange(n) + off for n, off in
+                                 zip(lengths, np.r_[0, np.cumsum(lengths + width - 1)[:-1]])])
+        h = tables[0][seq[starts]] + bias
+        for i in range(1, width):
+            h += tables[i][seq[starts + i]]
+        np.maximum(h, 0, out=h)
+        has = lengths > 0
+        out[has] = np.maximum.reduceat(h, np.r_[0, np.cumsum(lengths[has])[:-1]], axis=0)
+        return out
+
+    def _conv_tables(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per window offset i, the (unigrams + 1, filters) products of the unigram vectors with the
+        filters' i-th block (last row: zeros, for positions past a text's end). Built on first use
+        (MiniLM's 30,522 tokens x 256 filters x width 3: 94 MB, ~0.1 s)."""
+        if getattr(self, "_tables", None) is None:
+            Wc, bc = self.head_["conv.weight"], self.head_["conv.bias"]
+            d = self.dim_
+            V = np.vstack([self.vectors_[:self.n_unigrams_], np.zeros((1, d), np.float32)])
+            self._tables = ([np.ascontiguousarray(V @ Wc[:, i * d:(i + 1) * d].T) for i in range(Wc.shape[1] // d)],
+                            bc)
+        return self._tables
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
         """(n, n_classes) probabilities; ``batch_size`` is honoured for memory only."""
         step = batch_size or 4096
         parts = []
         layers = self._layers()
+        cnn = "conv.weight" in self.head_
         for lo in range(0, len(texts), step):
-            h = self.embed(texts[lo:lo + step])
+            chunk = texts[lo:lo + step]
+            uni = self.unigram_ids(chunk)
+            h = np.asarray(self.bag(chunk, uni) @ self.vectors_)
+            if cnn:
+                h = np.hstack([h, self._filters(uni)])
             for i, (W, b) in enumerate(layers):
                 h = h @ W.T + b
                 if i < len(layers) - 1:
@@ -345,7 +425,7 @@ class StaticModel:
             e = np.exp(h)
             parts.append(e / e.sum(1, keepdims=True))
             if progress is not None:
-                progress.update(min(step, len(texts) - lo))
+                progress.update(len(chunk))
         return np.concatenate(parts) if parts else np.zeros((0, self.n_classes_))
 
     # -- persistence (no pickle) ---------------------------------------------------------
@@ -368,6 +448,7 @@ class StaticModel:
             m.n_unigrams_, m.buckets_ = int(meta["n_unigrams"]), int(meta["buckets"])
             m.rows_ = m.n_unigrams_ + m.buckets_
             m.vectors_ = arrays.pop("vectors")
+            m.dim_ = m.vectors_.shape[1]
             m.head_ = arrays
             if m.mode_ == "base":
                 from tokenizers import Tokenizer
@@ -384,10 +465,16 @@ class StaticModel:
                 if len(m.vocab_) + 1 != m.n_unigrams_:
                     raise ValueError(f"vocab has {len(m.vocab_)} tokens for {m.n_unigrams_} rows")
             layers = m._layers()
-        dims = [m.vectors_.shape[1]] + [W.shape[0] for W, _ in layers]
-        ok = m.vectors_.shape[0] == m.rows_ and all(W.shape[1] == dims[i] for i, (W, _) in enumerate(layers))
+        conv = m.head_.get("conv.weight")
+        filters = 0 if conv is None else conv.shape[0]
+        ok = conv is None or (conv.ndim == 2 and conv.shape[1] % m.dim_ == 0 and conv.shape[1] > 0
+                              and m.head_.get("conv.bias", np.zeros(0)).shape == (filters,))
+        dims = [m.dim_ + filters] + [W.shape[0] for W, _ in layers]
+        ok = ok and bool(layers) and m.vectors_.shape[0] == m.rows_ and all(
+            W.shape[1] == dims[i] for i, (W, _) in enumerate(layers))
         if not ok or dims[-1] != m.n_classes_:
-            raise ModelLoadError(f"{d}: {WEIGHTS} holds vectors {m.vectors_.shape} and head layers "
+            raise ModelLoadError(f"{d}: {WEIGHTS} holds vectors {m.vectors_.shape}, "
+                                 f"{'conv ' + str(conv.shape) + ' and ' if conv is not None else ''}head layers "
                                  f"{[W.shape for W, _ in layers]}, which do not fit {m.rows_} token rows and "
                                  f"{m.n_classes_} classes. {fix}")
         return m
@@ -421,5 +508,7 @@ def card_facts(info: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
         src = f"token vectors distilled from `{cfg.get('base')}` (PCA to {t.get('dim')} dimensions, SIF-weighted)"
     facts = [f"- base: none at prediction time ({src}; {t.get('vocabulary', '?')} tokens"
              + (f" + {t['bigram_buckets']} hashed bigram buckets" if t.get("bigram_buckets") else "") + ")",
-             f"- head: {cfg.get('head')}" + (f" ({cfg.get('hidden')} hidden units)" if cfg.get("head") == "mlp" else "")]
+             f"- head: {cfg.get('head')}" + {"mlp": f" ({cfg.get('hidden')} hidden units)",
+                                             "cnn": f" (the mean vector + {t.get('filters')} filters over windows of "
+                                                    f"{t.get('width')} tokens, max-pooled)"}.get(cfg.get("head"), "")]
     return facts, []
