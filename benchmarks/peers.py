@@ -550,6 +550,7 @@ def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev:
     dist = tr.get("distillation", {})
     settings = {"family": info.get("family"), "teacher": str(teacher.relative_to(ROOT)),
                 "teacher_family_in_auto": "ensemble member" if teacher.parent.name == "members" else "winner",
+                "head": info.get("config", {}).get("head"),
                 "teacher_logits_s": dist.get("teacher_logits_seconds"), "student_fit_s": tr.get("seconds"),
                 "alpha": dist.get("alpha"), "temperature": dist.get("temperature"), "niche_source": _niche_source()}
     clf = TextClassifier.load(out)

@@ -57,7 +57,8 @@ def _notes(r: dict) -> str:
                      f"(cap {s.get('max_steps')} steps / {s.get('max_body_s')} s, batch {s.get('batch_size')}, "
                      f"num_iterations {s.get('num_iterations')})")
     elif sysname == "niche-static-student":
-        parts.append(f"teacher: the niche-auto run's fine-tuned transformer ({s.get('teacher_family_in_auto')}); "
+        parts.append((f"{s['head']} head; " if s.get("head") else "")
+                     + f"teacher: the niche-auto run's fine-tuned transformer ({s.get('teacher_family_in_auto')}); "
                      f"train s = teacher logits {_fmt(s.get('teacher_logits_s'))} s + student {_fmt(s.get('student_fit_s'))} s")
     elif sysname.startswith("niche"):
         ch = s.get("chosen") or {}
