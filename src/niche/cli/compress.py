@@ -31,7 +31,7 @@ GUARD_SETTINGS = Settings("guard", {"guard": GuardConfig}, panel="guard settings
                           flags={"batch_size": "--guard-batch-size"})
 """The guard's settings; the command line always requires the result to be faster than its source."""
 STUDENT_SETTINGS = Settings("student_settings", {"student": TransformerConfig},
-                            panel="student training settings (left out: a transformer teacher's own; a sparse student takes --seed only; a static student --seed, --epochs, --lr, --batch-size, --patience)",
+                            panel="student training settings (left out: a transformer teacher's own; a sparse student takes --seed only; a static student --seed, --epochs, --lr, --batch-size, --patience, its head by --student static:linear|mlp|cnn)",
                             skip=("base",), flags={"threads": "--student-threads"}, show_defaults=False)
 """How a transformer student is trained (left out: the teacher's settings when it is a transformer, else the
 defaults); ``--student`` sets its base.

@@ -49,7 +49,7 @@ STATIC_FIELDS = ("seed", "epochs", "lr", "batch_size", "patience", "threads")
 STATIC_STUDENT_HEAD = "cnn"
 """The static student's head unless ``--student static:HEAD`` names one. On SST-2 (benchmarks/peers.py,
 BENCHMARKS.md) a mean of token vectors cannot read "not good": linear 78.3 %, cnn 82.6 % from the same
-teacher."""
+teacher (banking77: 90.7 and 91.4 %)."""
 
 
 def layer_spread(n_teacher: int, k: int) -> list[int]:
