@@ -455,8 +455,6 @@ class NotAvailable(Exception):
 def child_niche(split: Path, work: Path, lang: str, args: dict, use_dev: bool = True) -> dict:
     """``niche train --family F`` on train with ``--eval dev``, then the saved directory loaded and
     scored on test. train s = the training seconds niche records (niche.json), CLI start-up excluded."""
-    from niche import TextClassifier
-
     fam = args["family"]
     help_text = _niche_help()
     fam_line = next((ln for ln in help_text.splitlines() if "--family" in ln), "")
@@ -496,11 +494,17 @@ def child_niche(split: Path, work: Path, lang: str, args: dict, use_dev: bool = 
     if fam == "auto":
         settings["winner"] = winner or info.get("family")
     settings["niche_source"] = _niche_source()
+    train_s = float(lb["spent_seconds"]) if fam == "auto" and board.is_file() else float(tr.get("seconds", wall))
+    return _score_model_dir(out, Xt, yt) | {"train_s": train_s, "cli_wall_s": wall, "settings": settings}
+
+
+def _score_model_dir(out: Path, Xt: list[str], yt: list[str]) -> dict:
+    """A saved niche model directory loaded and scored on the test texts: scores, docs/s (batch 32), size."""
+    from niche import TextClassifier
+
     clf = TextClassifier.load(out)
     pred, dps = _timed_predict(lambda t: clf.predict(t, batch_size=32), Xt)
-    train_s = float(lb["spent_seconds"]) if fam == "auto" and board.is_file() else float(tr.get("seconds", wall))
-    return _scores(yt, pred) | {"train_s": train_s, "cli_wall_s": wall, "docs_per_s": dps,
-                                "size_mb": _size_mb(out), "settings": settings}
+    return _scores(yt, pred) | {"docs_per_s": dps, "size_mb": _size_mb(out)}
 
 
 def _niche_source() -> dict:
@@ -525,8 +529,6 @@ def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev:
     encoder, the head trained on its soft labels. train s = the distillation (teacher logits over the
     training texts + the student's fit); the teacher's own training is in the niche-auto row. The guard
     is opened (--max-drop 100): the table, not the guard, compares it."""
-    from niche import TextClassifier
-
     auto = work.parent / work.name.replace(f"-niche-{args['student']}-student", "-" + args["teacher"]) / "model"
     teacher = _transformer_of(auto) if auto.is_dir() else None
     if teacher is None:
@@ -553,11 +555,8 @@ def child_niche_distill(split: Path, work: Path, lang: str, args: dict, use_dev:
                 "head": info.get("config", {}).get("head"),
                 "teacher_logits_s": dist.get("teacher_logits_seconds"), "student_fit_s": tr.get("seconds"),
                 "alpha": dist.get("alpha"), "temperature": dist.get("temperature"), "niche_source": _niche_source()}
-    clf = TextClassifier.load(out)
-    pred, dps = _timed_predict(lambda t: clf.predict(t, batch_size=32), Xt)
     train_s = float(dist.get("teacher_logits_seconds") or 0) + float(tr.get("seconds") or 0)
-    return _scores(yt, pred) | {"train_s": train_s, "cli_wall_s": wall, "docs_per_s": dps, "size_mb": _size_mb(out),
-                                "settings": settings}
+    return _score_model_dir(out, Xt, yt) | {"train_s": train_s, "cli_wall_s": wall, "settings": settings}
 
 
 CHILDREN = {"tfidf": child_tfidf, "fasttext": child_fasttext, "model2vec": child_model2vec, "setfit": child_setfit,

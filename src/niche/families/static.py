@@ -158,6 +158,7 @@ class StaticModel:
 
     def __init__(self, cfg: StaticConfig):
         self.cfg = cfg
+        self._tables: tuple[list[np.ndarray], np.ndarray] | None = None  # the cnn head's, built on first use
 
     # -- tokens ---------------------------------------------------------------------------
     def _mode(self, texts: list[str]) -> str:
@@ -397,7 +398,7 @@ class StaticModel:
         """Per window offset i, the (unigrams + 1, filters) products of the unigram vectors with the
         filters' i-th block (last row: zeros, for positions past a text's end). Built on first use
         (MiniLM's 30,522 tokens x 256 filters x width 3: 94 MB, ~0.1 s)."""
-        if getattr(self, "_tables", None) is None:
+        if self._tables is None:
             Wc, bc = self.head_["conv.weight"], self.head_["conv.bias"]
             d = self.dim_
             V = np.vstack([self.vectors_[:self.n_unigrams_], np.zeros((1, d), np.float32)])
