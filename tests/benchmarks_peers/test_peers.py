@@ -31,7 +31,7 @@ def test_jobs_follow_the_registry_stages():
     cheap = peers.jobs("cheap", ["sst2"], [])
     assert ("sst2", "niche-sparse", None) in cheap and all(s != "setfit" for _, s, _ in cheap)
     auto_few = peers.jobs("fewshot", ["sst2"], ["niche-auto"])
-    assert auto_few == [("sst2", "niche-auto", peers.AUTO_FEWSHOT_K)]  # auto only at the floor's K
+    assert auto_few == [("sst2", "niche-auto", k) for k in peers.FEWSHOT_K]
     few = peers.jobs("fewshot", ["sst2", "imdb"], ["setfit"])
     assert few == [("sst2", "setfit", k) for k in peers.FEWSHOT_K]  # imdb has no few-shot grid
     assert all(s.name in peers.SYSTEMS for s in peers.REGISTRY)

@@ -174,6 +174,25 @@ def test_transformer_plan_epochs_subset_or_skip() -> None:
     assert tiny["epochs"] == 20  # small data: up to 20 passes, early stopping keeps the best
 
 
+def test_transformer_reserve_stretches_when_training_runs_slower_than_the_probe() -> None:
+    """The reserve after the transformer's deadline (dev predictions, speed runs) is timed on the probe;
+    when the cores are shared and training runs 2x slower, the deadline moves earlier by 2x the reserve."""
+    from niche.families.auto import slowdown
+    from niche.train.loop import TrainState
+
+    per_text, infer, batch, n_dev = 0.01, 0.002, 32, 1000
+    on_time = TrainState(global_step=100, seconds=100 * batch * per_text + n_dev * infer, evals=[{"step": 50}])
+    assert slowdown(on_time, per_text, infer, batch, n_dev) == pytest.approx(1.0)
+    twice = TrainState(global_step=100, seconds=2 * on_time.seconds, evals=[{"step": 50}])
+    assert slowdown(twice, per_text, infer, batch, n_dev) == pytest.approx(2.0)
+    faster = TrainState(global_step=100, seconds=on_time.seconds / 2, evals=[{"step": 50}])
+    assert slowdown(faster, per_text, infer, batch, n_dev) == 1.0  # never shrinks the reserve
+    crawling = TrainState(global_step=100, seconds=50 * on_time.seconds, evals=[{"step": 50}])
+    assert slowdown(crawling, per_text, infer, batch, n_dev) == 3.0  # capped
+    warming = TrainState(global_step=5, seconds=60.0)
+    assert slowdown(warming, per_text, infer, batch, n_dev) == 1.0  # too few steps to tell
+
+
 def test_dev_texts_inside_training_texts_are_reported() -> None:
     """SST-2-like data: dev phrases that are sub-phrases of training sentences reward memorising; the
     search counts them (>= 10 % of a dev split of >= 200 texts) for the leaderboard's warning."""

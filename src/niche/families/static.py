@@ -384,8 +384,10 @@ class StaticModel:
             return out
         pad = np.full(width - 1, self.n_unigrams_, np.int64)  # the zero row of the tables
         seq = np.concatenate([np.concatenate([u, pad]) for u in uni])
-        starts = np.concatenate([np.arange(n) + off for n, off in
-                                 zip(lengths, np.r_[0, np.cumsum(lengths + width - 1)[:-1]])])
+        # window t of text j starts at offset_j + t: offsets in the padded sequence, positions within texts
+        offsets = np.r_[0, np.cumsum(lengths + width - 1)[:-1]]
+        first = np.r_[0, np.cumsum(lengths)[:-1]]
+        starts = np.repeat(offsets - first, lengths) + np.arange(lengths.sum())
         h = tables[0][seq[starts]] + bias
         for i in range(1, width):
             h += tables[i][seq[starts + i]]
