@@ -508,10 +508,16 @@ def _score_model_dir(out: Path, Xt: list[str], yt: list[str]) -> dict:
 
 
 def _niche_source() -> dict:
-    """The commit of the niche that ran (installed editable: the working tree ran) and its uncommitted src files."""
-    git = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True, text=True)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {"commit": head.stdout.strip(), "uncommitted_src": [ln[3:] for ln in git.stdout.splitlines()]}
+    """The commit of the niche that ran and its uncommitted src files. niche is installed editable, so
+    the working tree that ran is the one holding the imported package -- not necessarily ROOT (a
+    benchmark worktree may share another checkout's .venv)."""
+    import niche
+
+    repo = Path(niche.__file__).resolve().parents[2]
+    git = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src"], capture_output=True, text=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {"commit": head.stdout.strip(), "uncommitted_src": [ln[3:] for ln in git.stdout.splitlines()],
+            "tree": str(repo)}
 
 
 def _transformer_of(model: Path) -> Path | None:
