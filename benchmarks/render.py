@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCHMARKS_MD, RESULTS, Floor, Keep, Missing, floor  # noqa: E402
-from sections import (assistant, classification, compression, distributed, monitor, onnx_runtime,  # noqa: E402
+from sections import (assistant, auto_budget, classification, compression, distributed, monitor, onnx_runtime,  # noqa: E402
                       peers, pretraining, recommend, reliability, serving, train_step, versions)
 
 Section = Callable[[Path], tuple[list, list[Floor]]]
@@ -45,6 +45,7 @@ SECTIONS: list[tuple[Section, str | None, str]] = [
     (distributed.ray_section, "### Floors: Ray scoring", "after"),
     (pretraining.section, "### Floors: pretraining", "after"),
     (train_step.section, None, "after"),
+    (auto_budget.section, None, "after"),
     (onnx_runtime.section, None, "after"),
     (versions.section, None, "after"),
     (reliability.section, "### Floors: reliability", "after"),
