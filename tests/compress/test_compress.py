@@ -228,6 +228,33 @@ def test_distilled_student_learns_the_teachers_labels(teacher_dir: Path, tmp_pat
     assert list((tmp_path / "student.distill-cache").glob("teacher-logits-*.safetensors"))
 
 
+def test_static_student_of_an_ensemble_takes_its_transformer_members_vectors(teacher_dir: Path, tmp_path: Path) -> None:
+    """auto's usual winner is an ensemble: the static student's token vectors come from its fine-tuned
+    transformer member (the soft labels from the whole ensemble); without a transformer member, from the
+    static family's default base."""
+    from niche.compress.distill import encoder_of
+    from niche.config import EnsembleConfig
+    from niche.families import ensemble
+
+    tr, dv = labeled(160, 1, "train.csv"), labeled(40, 2, "dev.csv")
+    sparse = TextClassifier("sparse").fit(tr, eval_data=dv)
+    tf = TextClassifier.load(teacher_dir)
+    model, info = ensemble.build([(sparse.model_, sparse.info_, "sparse"), (tf.model_, tf.info_, "transformer")], dv,
+                                 EnsembleConfig(steps=4))
+    ens_dir = tmp_path / "ensemble"
+    TextClassifier.from_model("ensemble", model, info["labels"], EnsembleConfig(steps=4), info).save(ens_dir)
+    ens = TextClassifier.load(ens_dir)
+    assert encoder_of(ens, ens_dir) == ens_dir / "members" / "1"
+    assert encoder_of(tf, teacher_dir) == teacher_dir and encoder_of(sparse, tmp_path) is None
+    out = tmp_path / "student"
+    rep = distill(ens_dir, tr, dv, out, DistillConfig("static:linear", alpha=0.7), params={"epochs": 40, "patience": 40},
+                  guard=GuardConfig(max_drop=100.0, **NO_SPEED))
+    st = TextClassifier.load(out)
+    assert st.info_["config"]["base"] == str(ens_dir / "members" / "1")
+    assert st.info_["training"]["distillation"]["token_vectors_from"] == str(ens_dir / "members" / "1")
+    assert rep["verdict"]["passed"]
+
+
 def test_export_refuses_sparse_models(tmp_path: Path) -> None:
     tr = labeled(60, 1, "train.csv")
     d = tmp_path / "sp"

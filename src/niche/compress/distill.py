@@ -8,7 +8,7 @@ the teacher's soft labels only. Students:
   teacher's (first and last kept, the rest evenly between — as DistilBERT does);
 - ``sparse``: the sparse family fitted on the soft targets (so unlabeled text helps it too);
 - ``static``: the static family (:mod:`niche.families.static`) with token vectors distilled from the
-  teacher's own fine-tuned encoder and its head (``static:cnn``, the default; ``static:linear``,
+  teacher's own fine-tuned encoder (an ensemble teacher's transformer member: auto's usual winner) and its head (``static:cnn``, the default; ``static:linear``,
   ``static:mlp``) trained on the soft targets;
 - any base model name or directory: a smaller encoder fine-tuned on the soft targets.
 
@@ -84,6 +84,19 @@ def layer_student(teacher: TextClassifier, k: int, cfg: Any) -> Any:
         raise ConfigError(f"cannot copy the teacher's layers into a {k}-layer student ({type(tm.model).__name__}): "
                           f"missing {missing[:3]}, unexpected {unexpected[:3]}. Use a base model as --student instead.")
     return TransformerModel(cfg, student, copy.deepcopy(tm.tokenizer)), keep
+
+
+def encoder_of(teacher: TextClassifier, teacher_dir: Path) -> Path | None:
+    """The fine-tuned transformer directory whose encoder gives a static student its token vectors: the
+    teacher itself, or, for an ensemble teacher (auto's usual winner), its transformer member under
+    ``members/``; None when there is none (the student then uses the static family's default base)."""
+    if teacher.family == "transformer":
+        return teacher_dir
+    if teacher.family == "ensemble":
+        for i, info in enumerate(teacher.model_.member_infos):
+            if info.get("family") == "transformer":
+                return teacher_dir / "members" / str(i)
+    return None
 
 
 def teacher_logits(teacher: TextClassifier, teacher_dir: Path, texts: list[str], cache_dir: Path | None,
@@ -187,8 +200,11 @@ def distill(teacher_dir: str | Path, train: LabeledData, dev: LabeledData, out: 
                                                  soft=target)
             facts: dict[str, Any] = {"analyzers": model.kinds_}
         elif kind == "static":
-            # a transformer teacher's own (fine-tuned) encoder gives the token vectors; else the default base
-            base = {"base": str(teacher_dir)} if teacher.family == "transformer" else {}
+            # a fine-tuned encoder (the teacher's, or its ensemble's transformer member) gives the token
+            # vectors; else the default base
+            enc = encoder_of(teacher, teacher_dir)
+            base = {"base": str(enc)} if enc is not None else {}
+            distill_info["token_vectors_from"] = str(enc) if enc is not None else "the static family's default base"
             other = sorted(set(params) - set(STATIC_FIELDS))
             if other:
                 raise ConfigError(f"a static student takes {', '.join(STATIC_FIELDS)} only; got {', '.join(other)}.")
