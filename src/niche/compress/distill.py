@@ -8,8 +8,9 @@ the teacher's soft labels only. Students:
   teacher's (first and last kept, the rest evenly between — as DistilBERT does);
 - ``sparse``: the sparse family fitted on the soft targets (so unlabeled text helps it too);
 - ``static``: the static family (:mod:`niche.families.static`) with token vectors distilled from the
-  teacher's own fine-tuned encoder (an ensemble teacher's transformer member: auto's usual winner) and its head (``static:cnn``, the default; ``static:linear``,
-  ``static:mlp``) trained on the soft targets;
+  teacher's own fine-tuned encoder (for an ensemble teacher, auto's usual winner, its transformer
+  member's) and its head (``static:cnn``, the default; ``static:linear``, ``static:mlp``) trained on
+  the soft targets;
 - any base model name or directory: a smaller encoder fine-tuned on the soft targets.
 
 The teacher's logits over the training + transfer texts are computed once and cached (safetensors)
