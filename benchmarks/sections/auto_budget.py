@@ -28,7 +28,12 @@ def section(R: dict, results: Path) -> tuple[list, list[Floor]]:
             else t.get("status", "-")
         lines.append(f"| {name} | {r['commit']} | {r['spent_s']:.0f} ({r['budget_s']:.0f}) | {r['over_pct']:+.1f} % | "
                      f"{r['wall_s']:.0f} | {tr} | {r['winner']} |")
-    lines += ["", "The issue's floor is the budget within 10 %. The transformer's reserve after its deadline (dev "
-                  "predictions, speed runs) is timed on the probe; the current code stretches it by how much slower "
-                  "training runs than probed (`niche.families.auto.slowdown`, 1-3x).", ""]
+    worst = max(r["over_pct"] for r in R["runs"].values())
+    lines += ["", f"The issue's floor is the budget within 10 %: **NOT met** on a machine that gets busy mid-search "
+                  f"(worst {worst:+.1f} %). The transformer's reserve after its deadline (dev predictions, speed runs) "
+                  "is timed on the probe; the current code stretches it by how much slower training runs than probed "
+                  "(`niche.families.auto.slowdown`, 1-3x), which stops the transformer earlier but removes only a "
+                  "small part of the overrun: the rest is work after the transformer (the other candidates' and "
+                  "the ensemble's dev predictions and speed runs, saving) that the plan also timed on a quiet machine. "
+                  "On a quiet machine the Peers runs spent at most 9.3 of their 10 minutes.", ""]
     return lines, []
