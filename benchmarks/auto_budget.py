@@ -38,14 +38,15 @@ def run_variant(name: str, src: Path | None, split: Path, minutes: float, hog_af
     env = os.environ | ({"PYTHONPATH": str(src)} if src else {})
     where = subprocess.run([sys.executable, "-c", "import niche; print(niche.__file__)"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
-    repo = Path(where).resolve().parents[2]
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    source = peers._niche_source(Path(where).resolve().parents[2])
+    commit = source["commit"]
     cmd = [sys.executable, "-m", "niche", "train", "--family", "auto", "--max-minutes", str(minutes), "-q",
            "--data", str(split / "train.csv"), "--eval", str(split / "dev.csv"), "--out", str(out)]
     print(f"[{name}] niche from {where} ({commit}); hog after {hog_after * minutes * 60:.0f} s", flush=True)
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_path = out.with_name(out.name + ".log")  # a file, not a pipe nobody reads while the search runs
+    with log_path.open("w", encoding="utf-8") as log_f:
+        p = subprocess.Popen(cmd, env=env, stdout=log_f, stderr=subprocess.STDOUT)
     hog, hog_at = None, None
     try:
         while p.poll() is None:
@@ -58,14 +59,14 @@ def run_variant(name: str, src: Path | None, split: Path, minutes: float, hog_af
             hog.kill()
             hog.wait()
     wall = time.perf_counter() - t0
-    log = p.stdout.read() if p.stdout else ""
     if p.returncode != 0:
+        log = log_path.read_text(encoding="utf-8", errors="replace")
         raise RuntimeError(f"{name}: niche train exited {p.returncode}: {log[-1500:]}")
     lb = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
     cands = {r["name"]: {k: r.get(k) for k in ("status", "train_seconds", "dev_accuracy", "epochs", "stopped_at_budget",
                                                   "slowdown") if r.get(k) is not None} for r in lb["candidates"]}
     budget = lb["budget_seconds"]
-    res = {"niche": where, "commit": commit, "wall_s": round(wall, 1), "spent_s": lb["spent_seconds"],
+    res = {"niche": where, "commit": commit, "uncommitted_src": source["uncommitted_src"], "wall_s": round(wall, 1), "spent_s": lb["spent_seconds"],
            "budget_s": budget, "over_pct": round(100 * (lb["spent_seconds"] - budget) / budget, 1),
            "wall_over_pct": round(100 * (wall - budget) / budget, 1), "hog_started_s": hog_at and round(hog_at, 1),
            "winner": lb["winner"], "reserve_s": lb["plan"].get("transformer", {}).get("reserve"), "candidates": cands}

@@ -507,13 +507,14 @@ def _score_model_dir(out: Path, Xt: list[str], yt: list[str]) -> dict:
     return _scores(yt, pred) | {"docs_per_s": dps, "size_mb": _size_mb(out)}
 
 
-def _niche_source() -> dict:
+def _niche_source(repo: Path | None = None) -> dict:
     """The commit of the niche that ran and its uncommitted src files. niche is installed editable, so
     the working tree that ran is the one holding the imported package -- not necessarily ROOT (a
-    benchmark worktree may share another checkout's .venv)."""
-    import niche
+    benchmark worktree may share another checkout's .venv); ``repo`` names another checkout."""
+    if repo is None:
+        import niche
 
-    repo = Path(niche.__file__).resolve().parents[2]
+        repo = Path(niche.__file__).resolve().parents[2]
     git = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src"], capture_output=True, text=True)
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return {"commit": head.stdout.strip(), "uncommitted_src": [ln[3:] for ln in git.stdout.splitlines()],

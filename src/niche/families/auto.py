@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AUTO_CANDIDATES, AutoConfig, DEFAULT_BASE, config_to_dict
+from ..config import AUTO_CANDIDATES, AutoConfig, DEFAULT_BASE, TransformerConfig, config_to_dict
 from ..errors import ConfigError, ModelLoadError
 from ..evaluation import compute_metrics
 
@@ -284,7 +284,6 @@ def probe_transformer(cfg: AutoConfig, task: Any, max_len: int) -> tuple[float, 
     length (the middle of a seeded sample sorted by length)."""
     import torch
 
-    from ..config import TransformerConfig
     from .transformer import TransformerModel
 
     tcfg = TransformerConfig(base=cfg.base, max_len=max_len, seed=cfg.seed, freeze_embeddings=True)
@@ -636,7 +635,6 @@ MiniLM on short texts on 2 cores, the most a kill loses."""
 def _train(name: str, cfg: AutoConfig, task: Any, p: dict[str, Any], state_dir: Path,
            budget: Budget, TextClassifier: type) -> tuple[Any, dict[str, Any]]:
     """Fit candidate ``name`` as an ordinary family fit; returns the classifier and leaderboard extras."""
-    from ..config import TransformerConfig
     from . import get, make_config
 
     sub = dataclasses.replace(task, progress=False, checkpoint_dir=None, resume=False, callbacks=())
